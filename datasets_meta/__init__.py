@@ -1,0 +1,1 @@
+"""Dataset cards (TOML) and small behavior-policy weights, shipped as package data."""

@@ -1,0 +1,75 @@
+"""Datasets: cards, the trajectory store, generation, the Dataset object, Minari exchange."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from offcoord._io import cache_dir
+from offcoord.data.cards import Card
+from offcoord.data.dataset import Batch, Dataset, Episode
+from offcoord.data.generate import generate, store_path
+from offcoord.data.store import MANIFEST, open_columns, read_manifest, rebuild_hint, verify_store
+from offcoord.errors import DatasetCorruptedError
+
+__all__ = ["Batch", "Dataset", "Episode", "build", "load_dataset", "open_dataset", "verify_dataset"]
+
+
+def _resolve(dataset_id: str) -> tuple[str, Card]:
+    from offcoord.registry import dataset_card
+
+    card = dataset_card(dataset_id)
+    if dataset_id not in card.datasets:  # a card id: its first dataset is as good as any for building
+        dataset_id = next(iter(card.datasets))
+    return dataset_id, card
+
+
+def build(dataset_id: str, force: bool = False, progress: bool | None = None, root: Path | None = None) -> Path:
+    """Generate the stored copy behind ``dataset_id`` (a no-op when it is cached, unless ``force``)."""
+    _, card = _resolve(dataset_id)
+    return generate(card, root=root, force=force, progress=progress)
+
+
+def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool, progress: bool | None):
+    dataset_id, card = _resolve(dataset_id)
+    path = store_path(card, root)
+    if not (path / MANIFEST).exists():
+        if not auto_build:
+            raise FileNotFoundError(f"dataset {dataset_id} is not in the cache {path.parent}; build it with: offcoord generate {card.id}")
+        generate(card, root=root, progress=progress)
+    manifest = read_manifest(path, card.id)
+    if manifest.get("card_sha256") != card.sha256:
+        raise DatasetCorruptedError(
+            f"{path} was built from a different version of the card {card.path}; {rebuild_hint(card.id)}"
+        )
+    verify_store(path, card.id, manifest, full=full_check)
+    return dataset_id, card, path, manifest
+
+
+def load_dataset(dataset_id: str, *, root: Path | None = None, progress: bool | None = None, auto_build: bool = True) -> Dataset:
+    """Load a dataset by id (``offcoord.list_datasets()``), building it from its card on first use.
+
+    The arrays are memory-mapped from the cache (``$OFFCOORD_DATA_DIR`` or the user cache dir);
+    per-agent observations come from the environment's own view function. A missing, truncated
+    or corrupted cache file raises :class:`offcoord.errors.DatasetCorruptedError` naming the file
+    and the command that rebuilds it.
+    """
+    dataset_id, card, path, manifest = _open(dataset_id, root, False, auto_build, progress)
+    return open_dataset(path, card, dataset_id, manifest)
+
+
+def open_dataset(path: Path, card: Card, dataset_id: str, manifest: dict | None = None) -> Dataset:
+    """Open the store at ``path`` (built from ``card``) as the view ``dataset_id`` of that card."""
+    from offcoord.registry import make
+
+    manifest = manifest or read_manifest(path, card.id)
+    env_id = card.datasets[dataset_id]
+    env = make(env_id)
+    columns = open_columns(path, card.id, manifest)
+    return Dataset(dataset_id, env_id, card, columns, env.layout, env.view, manifest, path)
+
+
+def verify_dataset(dataset_id: str, *, root: Path | None = None) -> dict:
+    """Re-hash every file of a cached dataset against its manifest; return the manifest's statistics."""
+    _, card, path, manifest = _open(dataset_id, root, True, False, None)
+    open_columns(path, card.id, manifest)
+    return manifest["statistics"]

@@ -1,0 +1,194 @@
+"""What every offcoord environment shares: the joint layout, observation views, action checks.
+
+A task is stored once as a *joint* system (global state, joint action, team reward). Two small
+objects describe how agents see it, and both the environment and the dataset use them:
+
+- :class:`JointLayout`: which columns of the joint action each agent controls.
+- :class:`ObservationView`: one observability setting, a function from a batch of global
+  states to each agent's observation batch, plus the observation spaces.
+
+Because an environment computes its observations by calling its view on the current state,
+an environment and a dataset built with the same view can never disagree about what an agent sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from offcoord.errors import EpisodeOverError
+
+AgentID = str
+
+
+@dataclass(frozen=True)
+class JointLayout:
+    """How a joint action is split among agents.
+
+    Attributes:
+        agents: agent names in order.
+        action_columns: for each agent, the columns of the joint action vector it controls.
+            Continuous agents get a float vector of those columns; discrete agents
+            (``discrete=True``) control exactly one integer column each.
+        joint_action_dim: length of the joint action vector the simulator receives.
+        discrete: whether actions are integers (``Discrete``) rather than floats (``Box``).
+    """
+
+    agents: tuple[AgentID, ...]
+    action_columns: Mapping[AgentID, tuple[int, ...]]
+    joint_action_dim: int
+    discrete: bool = False
+
+    def __post_init__(self):
+        cols = sorted(c for a in self.agents for c in self.action_columns[a])
+        if cols != list(range(self.joint_action_dim)):
+            raise ValueError(f"agents' action columns {cols} must cover 0..{self.joint_action_dim - 1} exactly once")
+        if self.discrete and any(len(self.action_columns[a]) != 1 for a in self.agents):
+            raise ValueError("a discrete agent controls exactly one column")
+
+    def split(self, joint_actions: np.ndarray) -> dict[AgentID, np.ndarray]:
+        """Joint actions ``(..., joint_action_dim)`` -> per-agent actions (a fancy-indexed copy)."""
+        joint_actions = np.asarray(joint_actions)
+        if self.discrete:
+            return {a: joint_actions[..., self.action_columns[a][0]] for a in self.agents}
+        return {a: joint_actions[..., list(self.action_columns[a])] for a in self.agents}
+
+    def join(self, actions: Mapping[AgentID, np.ndarray], dtype=None) -> np.ndarray:
+        """Per-agent actions (each with the same leading batch shape) -> joint action array."""
+        first = np.asarray(actions[self.agents[0]])
+        batch = first.shape if self.discrete else first.shape[:-1]
+        dtype = dtype or (np.int64 if self.discrete else np.float32)
+        out = np.empty(batch + (self.joint_action_dim,), dtype=dtype)
+        for a in self.agents:
+            cols = list(self.action_columns[a])
+            out[..., cols] = np.asarray(actions[a])[..., None] if self.discrete else actions[a]
+        return out
+
+
+@dataclass(frozen=True)
+class ObservationView:
+    """One observability setting of a task.
+
+    Attributes:
+        name: the setting's name (``"fo"``, ``"po"``, ``"independent"``, ...).
+        observe: ``states (N, state_dim) -> {agent: observations (N, obs_dim_agent)}``; pure,
+            vectorized, float32. The environment calls it with ``N = 1``.
+        observation_spaces: the per-agent ``Box`` spaces (built once, shared by env instances).
+        description: per agent, the names of the observation entries (used in docs and tests).
+    """
+
+    name: str
+    observe: Callable[[np.ndarray], dict[AgentID, np.ndarray]]
+    observation_spaces: Mapping[AgentID, spaces.Space]
+    description: Mapping[AgentID, tuple[str, ...]] = field(default_factory=dict)
+
+    def __call__(self, states: np.ndarray) -> dict[AgentID, np.ndarray]:
+        states = np.asarray(states, dtype=np.float32)
+        if states.ndim != 2:
+            raise ValueError(f"a view takes a batch of states (N, state_dim); got shape {states.shape}")
+        return self.observe(states)
+
+
+def box(n: int, low: float = -np.inf, high: float = np.inf) -> spaces.Box:
+    return spaces.Box(low=low, high=high, shape=(n,), dtype=np.float32)
+
+
+class OffcoordParallelEnv(ParallelEnv):
+    """Base class for offcoord's PettingZoo ``ParallelEnv`` environments.
+
+    Subclasses set ``layout``, ``view``, ``state_space`` and ``action_spaces`` in ``__init__``
+    and implement ``_reset_joint(seed, options) -> None``, ``_step_joint(joint_action) ->
+    (team_reward, terminated, truncated, info)`` and ``state()``. This class turns those into
+    the PettingZoo API: per-agent dicts, action validation and the end-of-episode guard.
+    """
+
+    metadata: dict = {"render_modes": [], "is_parallelizable": True}
+    layout: JointLayout
+    view: ObservationView
+
+    def __init__(self, render_mode: str | None = None):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; choose one of {self.metadata['render_modes']} or None"
+            )
+        self.render_mode = render_mode
+        self.possible_agents = list(self.layout.agents)
+        self.agents: list[AgentID] = []
+        self.observation_spaces = dict(self.view.observation_spaces)
+        self._episode_over = True
+
+    # PettingZoo asks that these return the same object on every call.
+    def observation_space(self, agent: AgentID) -> spaces.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: AgentID) -> spaces.Space:
+        return self.action_spaces[agent]
+
+    def observe_state(self, state: np.ndarray) -> dict[AgentID, np.ndarray]:
+        """Each agent's observation of one global state, through this environment's view."""
+        batch = self.view(np.asarray(state, dtype=np.float32)[None])
+        return {a: batch[a][0] for a in self.possible_agents}
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self._reset_joint(seed, options)
+        self.agents = list(self.possible_agents)
+        self._episode_over = False
+        observations = self.observe_state(self.state())
+        return observations, {a: {} for a in self.agents}
+
+    def step(self, actions: Mapping[AgentID, object]):
+        if self._episode_over:
+            raise EpisodeOverError("the episode is over (every agent terminated or truncated); call reset() first")
+        joint = self.layout.join(self.validate_actions(actions))
+        reward, terminated, truncated, info = self._step_joint(joint)
+        agents = self.agents
+        observations = self.observe_state(self.state())
+        rewards = {a: float(reward) for a in agents}
+        terminations = {a: bool(terminated) for a in agents}
+        truncations = {a: bool(truncated) for a in agents}
+        infos = {a: dict(info) for a in agents}
+        if terminated or truncated:
+            self.agents = []
+            self._episode_over = True
+        return observations, rewards, terminations, truncations, infos
+
+    def validate_actions(self, actions: Mapping[AgentID, object]) -> dict[AgentID, np.ndarray]:
+        """Check one action per live agent against its space; raise ``ValueError`` naming the agent."""
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions must be a dict keyed by agent {self.agents}; got {type(actions).__name__}")
+        missing = [a for a in self.agents if a not in actions]
+        extra = [a for a in actions if a not in self.agents]
+        if missing or extra:
+            raise ValueError(f"actions must have exactly the agents {self.agents}; missing {missing}, unexpected {extra}")
+        return {a: _check_action(a, actions[a], self.action_spaces[a]) for a in self.agents}
+
+    def close(self):
+        pass
+
+
+def _check_action(agent: AgentID, action: object, space: spaces.Space) -> np.ndarray:
+    if isinstance(space, spaces.Discrete):
+        arr = np.asarray(action)
+        if arr.shape != () or not np.issubdtype(arr.dtype, np.integer) or not space.contains(arr.astype(space.dtype)):
+            raise ValueError(
+                f"agent {agent!r}: action {action!r} is not in {space} (expected one integer in "
+                f"[{space.start}, {space.start + space.n - 1}])"
+            )
+        return arr.astype(np.int64)
+    if isinstance(space, spaces.Box):
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"agent {agent!r}: action {action!r} is not numeric; expected {space}") from None
+        if arr.shape != space.shape:
+            raise ValueError(f"agent {agent!r}: action has shape {arr.shape}, expected {space.shape} for {space}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"agent {agent!r}: action {arr.tolist()} contains NaN or inf; expected {space}")
+        if np.any(arr < space.low) or np.any(arr > space.high):
+            raise ValueError(f"agent {agent!r}: action {arr.tolist()} is outside {space}; clip it to the bounds")
+        return arr.astype(space.dtype)
+    raise TypeError(f"unsupported action space {space}")
