@@ -48,3 +48,38 @@ def make_card(tmp_path):
         return parse_card(path)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(tmp_path_factory):
+    """Small uniform-random datasets on a continuous task with unequal observation sizes
+    (reacher2-leader-only: 8 and 6 values) and on the coordination game, built once per session."""
+    from offcoord.data import open_dataset
+    from offcoord.data.cards import card_from_bytes
+    from offcoord.data.generate import generate
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for env_id, n in (("reacher2-leader-only", 600), ("coordination-game", 400)):
+        card_id = f"tiny-{env_id}"
+        text = textwrap.dedent(
+            f"""
+            format_version = 1
+            id = "{card_id}"
+            [datasets]
+            "{card_id}" = "{env_id}"
+            [generation]
+            env = "{env_id}"
+            behavior = "uniform-random"
+            behavior_kwargs = {{ env = "{env_id}" }}
+            transitions = {n}
+            seed = 0
+            [reference]
+            min_score = -40.0
+            max_score = 0.0
+            """
+        )
+        card = card_from_bytes(text.encode(), root / f"{card_id}.toml")
+        path = generate(card, root=root, progress=False)
+        out[env_id] = open_dataset(path, card, card_id)
+    return out

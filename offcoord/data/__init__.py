@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from offcoord._io import cache_dir
+from offcoord.fileio import cache_dir
 from offcoord.data.cards import Card
 from offcoord.data.dataset import Batch, Dataset, Episode
 from offcoord.data.generate import generate, store_path

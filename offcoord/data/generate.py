@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from offcoord import __version__
-from offcoord._io import cache_dir, file_lock
+from offcoord.fileio import cache_dir, file_lock
 from offcoord.data.cards import Card
 from offcoord.data.store import MANIFEST, StoreWriter, remove_stale_temporaries
 from offcoord.errors import CardError, DatasetVerificationError

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from offcoord._io import atomic_write_json, fsync_dir, sha256_file
+from offcoord.fileio import atomic_write_json, fsync_dir, sha256_file
 from offcoord.errors import DatasetCorruptedError
 
 STORE_FORMAT_VERSION = 1

@@ -1,4 +1,4 @@
-"""Small file-system helpers: atomic writes, checksums, the cache directory, a build lock."""
+"""File-system helpers (public: companion packages use them too): atomic writes, checksums, cache dir, lock."""
 
 from __future__ import annotations
 

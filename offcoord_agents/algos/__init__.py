@@ -1,0 +1,1 @@
+"""One module per algorithm; each reads top to bottom: config, networks, update, policy."""

@@ -1,0 +1,102 @@
+"""ICQL: independent TD3 learners with the conservative Q-learning regularizer (Kumar et al., 2020).
+
+Each agent's twin critic is pushed down on actions it samples (uniform random, and its current
+policy's at o and o') and up on the dataset's action:
+``alpha * (T * logsumexp_k(Q_i(o_i, a_k) / T) - Q_i(o_i, a_i^data))``. The actor maximizes its own
+critic (no behavior-cloning term). Continuous actions only. OMAR builds on this module.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from offcoord_agents.core import Algorithm, TrainConfig, optimize, soft_update
+from offcoord_agents.data import TaskSpec, TorchBatch
+from offcoord_agents.nets import StackedDeterministicActor, StackedTwinCritic
+from offcoord_agents.policy import TeamPolicy
+
+
+@dataclass
+class ICQLConfig(TrainConfig):
+    cql_alpha: float = 1.0  # weight of the conservative regularizer
+    cql_temperature: float = 1.0  # temperature T of the logsumexp
+    cql_samples: int = 10  # sampled actions per source (random, pi(o), pi(o'))
+    policy_delay: int = 2  # critic updates per actor update
+    target_noise: float = 0.2  # target-policy smoothing noise std
+    noise_clip: float = 0.5  # smoothing noise clip
+    sample_noise: float = 0.1  # exploration noise on the policy's sampled actions
+
+
+class ICQL(Algorithm):
+    name = "icql"
+    Config = ICQLConfig
+    supports_discrete = False
+
+    def __init__(self, spec: TaskSpec, config: ICQLConfig, device: torch.device):
+        super().__init__(spec, config, device)
+        A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
+        self.actor = StackedDeterministicActor(A, O, U, config.hidden).to(device)
+        self.critic = StackedTwinCritic(A, O + U, config.hidden).to(device)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
+        self.act_mask = spec.act_mask().to(device)
+
+    def q_of_samples(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Twin Q of ``K`` actions per observation: ``obs (A, B, O)``, ``actions (A, B, K, U)`` -> ``(A, B, K)`` each."""
+        A, B, K, U = actions.shape
+        x = torch.cat([obs.unsqueeze(2).expand(A, B, K, obs.shape[-1]), actions], -1).reshape(A, B * K, -1)
+        q1, q2 = self.critic(x)
+        return q1.view(A, B, K), q2.view(A, B, K)
+
+    def _sample_around_policy(self, obs: torch.Tensor, k: int) -> torch.Tensor:
+        with torch.no_grad():
+            pi = self.actor(obs).unsqueeze(2)
+        noise = torch.randn(*pi.shape[:2], k, pi.shape[-1], device=obs.device) * self.config.sample_noise
+        return (pi + noise).clamp(-1, 1) * self.act_mask.unsqueeze(2)
+
+    def update_critic(self, batch: TorchBatch) -> dict[str, float]:
+        cfg = self.config
+        with torch.no_grad():
+            noise = (torch.randn_like(batch.actions) * cfg.target_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_actions = (self.actor_target(batch.next_obs) + noise).clamp(-1, 1) * self.act_mask
+            target = batch.rewards + cfg.gamma * (1 - batch.dones) * torch.min(
+                *self.critic_target(torch.cat([batch.next_obs, next_actions], -1))
+            )
+        q1, q2 = self.critic(torch.cat([batch.obs, batch.actions], -1))
+        td_loss = ((q1 - target) ** 2).mean(1).sum() + ((q2 - target) ** 2).mean(1).sum()
+
+        A, B, U = batch.actions.shape
+        k = cfg.cql_samples
+        random_actions = (torch.rand(A, B, k, U, device=self.device) * 2 - 1) * self.act_mask.unsqueeze(2)
+        sampled = torch.cat([random_actions, self._sample_around_policy(batch.obs, k),
+                             self._sample_around_policy(batch.next_obs, k)], 2)
+        s1, s2 = self.q_of_samples(batch.obs, sampled)
+        T = cfg.cql_temperature
+        cql = (T * torch.logsumexp(s1 / T, -1) - q1).mean(1).sum() + (T * torch.logsumexp(s2 / T, -1) - q2).mean(1).sum()
+        loss = td_loss + cfg.cql_alpha * cql
+        grad_norm = optimize(self.critic_opt, loss, self.critic.parameters(), cfg.grad_clip)
+        return {"td_loss": td_loss.item(), "cql_loss": cql.item(), "q_mean": q1.mean().item(), "critic_grad_norm": grad_norm}
+
+    def actor_loss(self, batch: TorchBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        pi = self.actor(batch.obs) * self.act_mask
+        q = self.critic(torch.cat([batch.obs, pi], -1))[0]
+        loss = -q.mean(1).sum()
+        return loss, {"actor_loss": loss.item()}
+
+    def update(self, batch: TorchBatch, step: int) -> dict[str, float]:
+        metrics = self.update_critic(batch)
+        if step % self.config.policy_delay == 0:
+            loss, actor_metrics = self.actor_loss(batch)
+            optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
+            soft_update(self.critic_target, self.critic, self.config.tau)
+            soft_update(self.actor_target, self.actor, self.config.tau)
+            metrics.update(actor_metrics)
+        return metrics
+
+    def policy(self) -> TeamPolicy:
+        return TeamPolicy(self.spec, self.actor, "deterministic")

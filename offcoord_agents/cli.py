@@ -1,0 +1,103 @@
+"""The ``offcoord-agents`` command.
+
+    offcoord-agents list
+    offcoord-agents train ALGO DATASET [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--no-resume]
+    offcoord-agents evaluate POLICY_FILE ENV_ID [--episodes 10] [--seed 0] [--stochastic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import sys
+
+import offcoord
+
+import offcoord_agents
+from offcoord_agents.registry import ALGORITHMS, algorithm_class
+
+
+def _parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def cmd_list(args) -> int:
+    for name in sorted(ALGORITHMS):
+        cls = algorithm_class(name)
+        kind = "centralized" if cls.centralized else "decentralized"
+        fields = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+        summary = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<9} {kind:<14} {summary}")
+        if args.verbose:
+            print("          " + json.dumps(fields, default=str))
+    return 0
+
+
+def cmd_train(args) -> int:
+    config = _parse_set(args.set)
+    policy = offcoord_agents.train(args.algorithm, args.dataset, seed=args.seed, steps=args.steps, config=config,
+                                   out=args.out, resume=not args.no_resume, progress=not args.quiet,
+                                   device=args.device, threads=args.threads)
+    final = policy.meta["evals"][-1] if policy.meta.get("evals") else {}
+    print(json.dumps({"algorithm": args.algorithm, "dataset": args.dataset, "seed": args.seed, "final": final}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    policy = offcoord_agents.load_policy(args.policy, stochastic=args.stochastic, seed=args.seed)
+    result = offcoord.evaluate(policy, args.env_id, episodes=args.episodes, seed=args.seed)
+    print(result.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offcoord-agents", description="Train and evaluate offline multi-agent RL agents on offcoord datasets.")
+    parser.add_argument("--version", action="version", version=f"offcoord-agents {offcoord_agents.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list the algorithms")
+    p.add_argument("--verbose", action="store_true", help="also print each algorithm's default config")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("train", help="train an algorithm on a dataset")
+    p.add_argument("algorithm", help=f"one of {sorted(ALGORITHMS)}")
+    p.add_argument("dataset", help="a dataset id (offcoord list)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="gradient steps (default: the algorithm's)")
+    p.add_argument("--out", default=None, help="run directory: metrics, checkpoints, policy.pt, results.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="evaluate a saved policy with decentralized execution")
+    p.add_argument("policy", help="a policy.pt written by training")
+    p.add_argument("env_id")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mean/mode")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"offcoord-agents: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

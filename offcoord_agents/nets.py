@@ -1,0 +1,187 @@
+"""Per-agent networks batched as one module: agent-stacked weights, one ``bmm`` per layer.
+
+Every agent has its own parameters (no sharing), but all agents run in a single forward pass:
+a layer's weight has shape ``(members, in, out)`` and inputs are laid out agent-major
+``(members, batch, in)``. Agents whose observations are shorter than the longest are zero-padded;
+the padded input rows then get zero gradient, which makes the stack exactly equivalent to
+separate networks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class StackedLinear(nn.Module):
+    """``members`` independent linear layers applied with one batched matmul."""
+
+    def __init__(self, members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_features))
+        # the same initialization as nn.Linear, member by member
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (members, batch, in) -> (members, batch, out)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class StackedMLP(nn.Module):
+    """``members`` independent MLPs ``in_dim -> hidden... -> out_dim`` run as one module.
+
+    ``input_mean``/``input_std`` (buffers, saved with the weights) standardize inputs, so a policy
+    trained on normalized observations needs nothing else at execution.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        self.members = members
+        self.layers = nn.ModuleList(StackedLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.register_buffer("input_mean", torch.zeros(members, 1, in_dim))
+        self.register_buffer("input_std", torch.ones(members, 1, in_dim))
+
+    def set_input_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.input_mean.copy_(mean.reshape(self.input_mean.shape))
+        self.input_std.copy_(std.reshape(self.input_std.shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.input_mean) / self.input_std
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+    def member_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Member ``i`` alone on ``(batch, in)``: what one agent computes at decentralized execution."""
+        x = (x - self.input_mean[i]) / self.input_std[i]
+        for k, layer in enumerate(self.layers):
+            x = torch.addmm(layer.bias[i], x, layer.weight[i])
+            if k < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256)) -> nn.Sequential:
+    """A plain MLP (centralized critics, mixers)."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class StackedDeterministicActor(nn.Module):
+    """Deterministic per-agent actors ``a_i = tanh(f_i(o_i))`` (TD3 family)."""
+
+    def __init__(self, n_agents: int, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.net = StackedMLP(n_agents, obs_dim, act_dim, hidden)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+    def act_one(self, i: int, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net.member_forward(i, obs))
+
+
+class StackedGaussianActor(nn.Module):
+    """Per-agent Gaussian actors with a tanh-bounded mean: ``N(tanh(mu_i(o_i)), sigma_i(o_i))``.
+
+    The deterministic action is the mean (the evaluation protocol); log-probabilities of dataset
+    actions in [-1, 1] are exact (no squashing correction needed), as in CORL's IQL.
+    """
+
+    def __init__(self, n_agents: int, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.act_dim = act_dim
+        self.net = StackedMLP(n_agents, obs_dim, 2 * act_dim, hidden)
+
+    def _split(self, out: torch.Tensor):
+        mu, log_std = out.split(self.act_dim, dim=-1)
+        return torch.tanh(mu), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
+        mean, log_std = self._split(self.net(obs))
+        return torch.distributions.Normal(mean, log_std.exp())
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sum over each agent's real action dims (``mask`` zeroes the padding): ``(agents, batch)``."""
+        return (self.distribution(obs).log_prob(actions) * mask).sum(-1)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return self._split(self.net(obs))[0]
+
+    def act_one(self, i: int, obs: torch.Tensor, generator: torch.Generator | None = None, stochastic: bool = False):
+        mean, log_std = self._split(self.net.member_forward(i, obs))
+        if not stochastic:
+            return mean
+        return (mean + log_std.exp() * torch.randn(mean.shape, generator=generator)).clamp(-1.0, 1.0)
+
+
+class StackedCategoricalActor(nn.Module):
+    """Per-agent categorical actors over ``n_actions`` choices (padded choices are masked out)."""
+
+    def __init__(self, n_agents: int, obs_dim: int, n_actions: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.net = StackedMLP(n_agents, obs_dim, n_actions, hidden)
+
+    def logits(self, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).masked_fill(mask == 0, -1e9)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(self.logits(obs, mask), dim=-1)
+        return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def act_one(self, i: int, obs: torch.Tensor, mask_i: torch.Tensor, generator=None, stochastic: bool = False):
+        logits = self.net.member_forward(i, obs).masked_fill(mask_i == 0, -1e9)
+        if not stochastic:
+            return logits.argmax(-1)
+        return torch.multinomial(F.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+
+
+class StackedTwinCritic(nn.Module):
+    """Twin Q-functions per member, ``Q1_i, Q2_i (x_i)``, as one stacked MLP of ``2 * members``."""
+
+    def __init__(self, members: int, in_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.members = members
+        self.net = StackedMLP(2 * members, in_dim, 1, hidden)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (members, batch, in)`` -> ``(q1, q2)`` each ``(members, batch)``."""
+        q = self.net(x.repeat(2, 1, 1)).squeeze(-1)
+        return q[: self.members], q[self.members :]
+
+
+class HyperMixer(nn.Module):
+    """QMIX's monotonic mixer: ``mix(s, x_1..x_A) = w2(s) . elu(W1(s) x + b1(s)) + b2(s)``, ``W >= 0``.
+
+    Hypernetworks on the global state produce the mixing weights; their absolute value keeps the
+    mix monotonic in every agent's value, so each agent's greedy action is consistent with the team's.
+    """
+
+    def __init__(self, state_dim: int, n_agents: int, embed: int = 32, hyper_hidden: int = 64):
+        super().__init__()
+        self.n_agents, self.embed = n_agents, embed
+        self.w1 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, n_agents * embed))
+        self.b1 = nn.Linear(state_dim, embed)
+        self.w2 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, embed))
+        self.b2 = nn.Sequential(nn.Linear(state_dim, hyper_hidden), nn.ReLU(), nn.Linear(hyper_hidden, 1))
+
+    def forward(self, values: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """``values (A, B)``, ``states (B, S)`` -> ``(B,)``."""
+        batch = states.shape[0]
+        w1 = self.w1(states).abs().view(batch, self.n_agents, self.embed)
+        hidden = F.elu(torch.bmm(values.t().unsqueeze(1), w1).squeeze(1) + self.b1(states))
+        w2 = self.w2(states).abs()
+        return (hidden * w2).sum(-1) + self.b2(states).squeeze(-1)

@@ -1,0 +1,154 @@
+"""Trained policies as ``offcoord.evaluate`` expects them, and their save/load format.
+
+A decentralized policy is a mapping ``{agent: callable(obs) -> action}``; each callable runs only
+its own agent's slice of the stacked actor on only its own observation, so no information can
+leak between agents at execution. A centralized policy (IQL over the joint action) is one callable
+``{agent: obs} -> {agent: action}`` that reads the global state from an all-observant view, and
+says so with ``centralized = True``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from offcoord.fileio import atomic_write_bytes
+from torch import nn
+
+from offcoord_agents import nets
+from offcoord_agents.data import TaskSpec
+
+POLICY_FORMAT = 1
+
+
+class AgentPolicy:
+    """One agent's actor: observation (numpy) -> action (numpy, or int for discrete tasks)."""
+
+    def __init__(self, team: "TeamPolicy", index: int):
+        self.team, self.index = team, index
+
+    def __call__(self, obs) -> np.ndarray | int:
+        spec = self.team.spec
+        x = np.zeros((1, spec.max_obs_dim), dtype=np.float32)
+        x[0, : spec.obs_dims[self.index]] = np.asarray(obs, dtype=np.float32).reshape(-1)
+        with torch.no_grad():
+            out = self.team._act(self.index, torch.from_numpy(x))
+        if spec.discrete:
+            return int(out[0])
+        return out[0, : spec.act_dims[self.index]].numpy().astype(np.float32)
+
+
+class TeamPolicy(Mapping):
+    """Decentralized team policy: ``policy[agent](obs) -> action``. Deterministic unless ``stochastic``."""
+
+    centralized = False
+
+    def __init__(self, spec: TaskSpec, actor: nn.Module, kind: str, stochastic: bool = False, seed: int = 0, meta=None):
+        if kind not in ("deterministic", "gaussian", "categorical"):
+            raise ValueError(f"unknown actor kind {kind!r}")
+        self.spec, self.actor, self.kind, self.stochastic = spec, actor.eval(), kind, stochastic
+        self.meta = dict(meta or {})
+        self.generator = torch.Generator().manual_seed(seed)
+        self.act_mask = spec.act_mask()
+        self._agents = {a: AgentPolicy(self, i) for i, a in enumerate(spec.agents)}
+
+    def _act(self, i: int, obs: torch.Tensor) -> torch.Tensor:
+        if self.kind == "deterministic":
+            return self.actor.act_one(i, obs)
+        if self.kind == "gaussian":
+            return self.actor.act_one(i, obs, self.generator, self.stochastic)
+        return self.actor.act_one(i, obs, self.act_mask[i, 0], self.generator, self.stochastic)
+
+    def __getitem__(self, agent: str) -> AgentPolicy:
+        return self._agents[agent]
+
+    def __iter__(self):
+        return iter(self._agents)
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def save(self, path: str | Path) -> Path:
+        return _save(path, {"kind": self.kind, "centralized": False}, self.spec, self.actor, self.meta)
+
+
+class CentralizedPolicy:
+    """A joint actor on the global state (read from ``agent_0``'s all-observant observation).
+
+    Only valid where an agent observes the whole state (``*-fo`` tasks, the coordination game).
+    """
+
+    centralized = True
+
+    def __init__(self, spec: TaskSpec, actor: nn.Module, kind: str, meta=None):
+        self.spec, self.actor, self.kind = spec, actor.eval(), kind
+        self.meta = dict(meta or {})
+
+    def __call__(self, observations: dict) -> dict:
+        spec = self.spec
+        state = torch.as_tensor(np.asarray(observations[spec.agents[0]], dtype=np.float32).reshape(1, 1, -1))
+        with torch.no_grad():
+            if self.kind == "categorical":  # one choice over the product of the agents' choices
+                joint = int(self.actor.net(state)[0, 0].argmax())
+                out = {}
+                for a, n in zip(reversed(spec.agents), reversed(spec.act_dims)):
+                    joint, out[a] = divmod(joint, n)
+                return {a: out[a] for a in spec.agents}
+            action = self.actor.deterministic(state)[0, 0].numpy().astype(np.float32)
+        offsets = np.cumsum((0,) + spec.act_dims)
+        return {a: action[offsets[i] : offsets[i + 1]] for i, a in enumerate(spec.agents)}
+
+    def save(self, path: str | Path) -> Path:
+        return _save(path, {"kind": self.kind, "centralized": True}, self.spec, self.actor, self.meta)
+
+
+def _actor_config(actor: nn.Module) -> dict:
+    first, last = actor.net.layers[0], actor.net.layers[-1]
+    hidden = [layer.weight.shape[2] for layer in actor.net.layers[:-1]]
+    return {"class": type(actor).__name__, "members": first.weight.shape[0], "in": first.weight.shape[1],
+            "out": last.weight.shape[2], "hidden": hidden}
+
+
+def _save(path, kind: dict, spec: TaskSpec, actor: nn.Module, meta: dict) -> Path:
+    path = Path(path)
+    cfg = _actor_config(actor)
+    if cfg["class"] == "StackedGaussianActor":
+        cfg["out"] //= 2
+    payload = {"format": POLICY_FORMAT, **kind, "spec": spec.to_dict(), "actor": cfg,
+               "state_dict": actor.state_dict(), "meta": meta}
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` into memory, then offcoord's atomic write (temporary file, fsync, rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def safe_torch_load(path: Path, what: str, fix: str):
+    """Load a torch file; a truncated or corrupted file raises an error naming it and the fix."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # zip/pickle errors of a damaged file
+        raise RuntimeError(f"{what} {path} is corrupted or truncated ({type(e).__name__}: {e}); {fix}") from None
+
+
+def load_policy(path: str | Path, stochastic: bool = False, seed: int = 0):
+    """Reload a saved policy; it plugs straight into ``offcoord.evaluate``."""
+    payload = safe_torch_load(Path(path), "policy file", "re-run the training that wrote it (`offcoord-agents train ...`)")
+    if payload.get("format") != POLICY_FORMAT:
+        raise ValueError(f"{path}: policy format {payload.get('format')} is not {POLICY_FORMAT}")
+    spec = TaskSpec.from_dict(payload["spec"])
+    cfg = payload["actor"]
+    actor = getattr(nets, cfg["class"])(cfg["members"], cfg["in"], cfg["out"], cfg["hidden"])
+    actor.load_state_dict(payload["state_dict"])
+    if payload["centralized"]:
+        return CentralizedPolicy(spec, actor, payload["kind"], payload["meta"])
+    return TeamPolicy(spec, actor, payload["kind"], stochastic=stochastic, seed=seed, meta=payload["meta"])

@@ -1,0 +1,175 @@
+"""offcoord_agents' shared core: stacked networks, batches, policies, the training loop."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import offcoord  # noqa: E402
+import offcoord_agents  # noqa: E402
+from offcoord_agents.data import BatchSampler, TaskSpec  # noqa: E402
+from offcoord_agents.nets import StackedGaussianActor, StackedMLP  # noqa: E402
+
+SMALL = {"hidden": (32, 32), "eval_episodes": 2}
+
+
+def test_stacked_mlp_equals_separate_networks_and_agents_are_independent():
+    torch.manual_seed(0)
+    net = StackedMLP(3, 5, 2, (16, 16))
+    x = torch.randn(3, 7, 5)
+    out = net(x)
+    for i in range(3):
+        assert torch.allclose(out[i], net.member_forward(i, x[i]), atol=1e-6)
+    y = x.clone()
+    y[1] += 10.0  # change only agent 1's input
+    changed = net(y)
+    assert torch.equal(changed[0], out[0]) and torch.equal(changed[2], out[2]) and not torch.equal(changed[1], out[1])
+
+
+def test_zero_padding_gets_zero_gradient():
+    net = StackedMLP(2, 4, 1, (8,))
+    x = torch.randn(2, 5, 4)
+    x[1, :, 3] = 0.0  # agent 1 has 3 real inputs, padded to 4
+    net(x).sum().backward()
+    assert torch.all(net.layers[0].weight.grad[1, 3] == 0)
+
+
+def test_task_spec_and_batches(tiny_datasets):
+    ds = tiny_datasets["reacher2-leader-only"]
+    spec = TaskSpec.from_dataset(ds)
+    assert spec.obs_dims == (8, 6) and spec.act_dims == (1, 1) and not spec.discrete and spec.state_dim == 10
+    b = BatchSampler(ds, spec, 16, seed=0).sample()
+    assert b.obs.shape == (2, 16, 8) and b.actions.shape == (2, 16, 1) and b.joint_actions.shape == (16, 2)
+    assert torch.all(b.obs[1, :, 6:] == 0)  # agent 1's padding
+    assert torch.equal(b.joint_actions[:, 1], b.actions[1, :, 0])
+    disc = TaskSpec.from_dataset(tiny_datasets["coordination-game"])
+    db = BatchSampler(tiny_datasets["coordination-game"], disc, 8, seed=0).sample()
+    assert disc.discrete and db.actions.dtype == torch.int64 and db.joint_actions.shape == (8, 4)
+    assert torch.all(db.joint_actions.sum(1) == 2)  # one-hot per agent
+
+
+def test_decentralized_policy_uses_only_its_own_observation(tiny_datasets):
+    ds = tiny_datasets["reacher2-leader-only"]
+    policy = offcoord_agents.train("ibc", ds, steps=5, config=SMALL, progress=False)
+    assert not policy.centralized and set(policy) == {"agent_0", "agent_1"}
+    o0 = np.ones(8, np.float32)
+    a = policy["agent_0"](o0)
+    assert a.shape == (1,) and a.dtype == np.float32 and -1 <= a[0] <= 1
+    # the per-agent callable equals the stacked forward pass, whatever the other agent sees
+    obs = torch.zeros(2, 1, 8)
+    obs[0, 0] = torch.from_numpy(o0)
+    for other in (torch.zeros(8), torch.randn(8) * 5):
+        obs[1, 0, :6] = other[:6]
+        with torch.no_grad():
+            assert np.allclose(policy.actor.deterministic(obs)[0, 0].numpy(), a, atol=1e-6)
+
+
+def test_saved_policy_reloads_and_evaluates_the_same(tiny_datasets, tmp_path):
+    ds = tiny_datasets["reacher2-leader-only"]
+    policy = offcoord_agents.train("itd3bc", ds, steps=20, config=SMALL, out=tmp_path / "run", progress=False)
+    loaded = offcoord_agents.load_policy(tmp_path / "run" / "policy.pt")
+    a = offcoord.evaluate(policy, "reacher2-leader-only", episodes=2, seed=1)
+    b = offcoord.evaluate(loaded, "reacher2-leader-only", episodes=2, seed=1)
+    assert np.array_equal(a.returns, b.returns)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["algorithm"] == "itd3bc" and results["final"]["step"] == 20 and "versions" in results
+    assert results["card_sha256"] == ds.card.sha256
+    # a damaged policy file is named in the error, with the fix
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((tmp_path / "run" / "policy.pt").read_bytes()[:200])
+    with pytest.raises(RuntimeError, match="damaged.pt.*corrupted"):
+        offcoord_agents.load_policy(damaged)
+
+
+def test_td3_family_refuses_discrete_actions_and_iql_refuses_partial_observability(tiny_datasets):
+    for algo in ("itd3bc", "icql", "omar", "matd3bc"):
+        with pytest.raises(ValueError, match="continuous actions"):
+            offcoord_agents.train(algo, tiny_datasets["coordination-game"], steps=1, progress=False)
+    with pytest.raises(ValueError, match="centralized"):
+        offcoord_agents.train("iql", tiny_datasets["reacher2-leader-only"], steps=1, progress=False)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        offcoord_agents.train("mappo", tiny_datasets["coordination-game"], steps=1)
+    with pytest.raises(ValueError, match="unknown ibc option"):
+        offcoord_agents.train("ibc", tiny_datasets["coordination-game"], config={"learning_rate": 1})
+
+
+_TRAIN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import offcoord_agents
+    from offcoord.data import open_dataset
+    from offcoord.data.cards import card_from_bytes
+    from offcoord.data.generate import generate
+
+    root = Path(sys.argv[1])
+    text = "\\n".join([
+        'format_version = 1', 'id = "tiny-resume"',
+        '[datasets]', '"tiny-resume" = "reacher2-leader-only"',
+        '[generation]', 'env = "reacher2-leader-only"', 'behavior = "uniform-random"',
+        'behavior_kwargs = { env = "reacher2-leader-only" }', 'transitions = 500', 'seed = 0',
+        '[reference]', 'min_score = -40.0', 'max_score = 0.0',
+    ])
+    card = card_from_bytes(text.encode(), root / "tiny-resume.toml")
+    ds = open_dataset(generate(card, root=root / "cache", progress=False), card, "tiny-resume")
+    offcoord_agents.train(sys.argv[2], ds, seed=3, out=sys.argv[3],
+                          config=dict(steps=300, hidden=(32, 32), eval_every=100, eval_episodes=2,
+                                      checkpoint_every=50, log_every=25), progress=False)
+    """
+)
+
+
+@pytest.mark.parametrize("algo", ["itd3bc", "maiql"])
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, algo):
+    """kill -9 mid-run, rerun the same command: same evaluations, same weights as an uninterrupted run."""
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(full)], check=True)
+    proc = subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(killed)])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "checkpoint.pt").exists():
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists(), "run finished before it was killed"
+    subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(killed)], check=True)
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((killed / "results.json").read_text())
+    assert a["evals"] == b["evals"]
+    pa, pb = torch.load(full / "policy.pt", weights_only=False), torch.load(killed / "policy.pt", weights_only=False)
+    for k in pa["state_dict"]:
+        assert torch.equal(pa["state_dict"][k], pb["state_dict"][k]), k
+    # the metrics log has each step once, even though the killed run may have logged past its checkpoint
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert steps == sorted(set(steps)) and steps[-1] == 300
+
+
+def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
+    ds = tiny_datasets["coordination-game"]
+    offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different run"):
+        offcoord_agents.train("ibc", ds, seed=1, steps=10, config=SMALL, out=tmp_path, progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="checkpoint.*corrupted"):
+        offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
+
+
+def test_cli_train_and_evaluate(tiny_datasets, tmp_path, cache, capsys):
+    from offcoord_agents.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["train", "ibc", "coordination-favorable", "--steps", "30", "--out", str(out), "--quiet",
+                 "--set", "hidden=(16,16)", "--set", "eval_episodes=2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["final"]["step"] == 30
+    assert main(["evaluate", str(out / "policy.pt"), "coordination-game", "--episodes", "3"]) == 0
+    assert "coordination-game: return" in capsys.readouterr().out
+    assert main(["train", "nope", "coordination-favorable"]) == 2
+    assert main(["list"]) == 0
