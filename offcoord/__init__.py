@@ -9,6 +9,7 @@
 
 __version__ = "0.1.0"
 
+from offcoord import diagnostics  # noqa: E402,F401
 from offcoord.data import Batch, Dataset, Episode, build, load_dataset, verify_dataset  # noqa: E402
 from offcoord.errors import (  # noqa: E402
     DatasetCorruptedError,

@@ -35,6 +35,15 @@ class EvaluationResult:
     seeds: tuple[int, ...]
     normalized_scores: np.ndarray | None  # None where no card gives reference scores
     infos: list[dict[str, Any]] = field(default_factory=list, repr=False)  # last info of each episode
+    strategies: list[dict[str, int]] | None = field(default=None, repr=False)  # per episode, where the task defines them
+    trajectories: list[dict[str, np.ndarray]] | None = field(default=None, repr=False)  # with record=True
+
+    @property
+    def strategy_agreement_rate(self) -> float | None:
+        """Fraction of episodes in which every agent followed the same strategy (None where undefined)."""
+        if self.strategies is None:
+            return None
+        return float(np.mean([len(set(s.values())) == 1 for s in self.strategies]))
 
     @property
     def mean_return(self) -> float:
@@ -50,7 +59,8 @@ class EvaluationResult:
 
     def summary(self) -> str:
         norm = "" if self.normalized_mean is None else f", normalized {self.normalized_mean:.3f}"
-        return f"{self.env_id}: return {self.mean_return:.3f} ± {self.std_return:.3f} over {len(self.returns)} episodes{norm}"
+        agree = "" if self.strategies is None else f", strategy agreement {self.strategy_agreement_rate:.2f}"
+        return f"{self.env_id}: return {self.mean_return:.3f} ± {self.std_return:.3f} over {len(self.returns)} episodes{norm}{agree}"
 
 
 def _as_team_policy(policy) -> tuple[Callable[[dict], dict], list[Callable[[], None]]]:
@@ -73,6 +83,7 @@ def evaluate(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     progress: bool | None = False,
+    record: bool = False,
 ) -> EvaluationResult:
     """Run ``episodes`` episodes of ``policy`` on ``env_id`` and return returns and normalized scores.
 
@@ -80,27 +91,45 @@ def evaluate(
     of per-agent callables (decentralized execution). Normalized scores use the reference scores
     of the registered environment; with ``env_kwargs`` that change the task (e.g. another
     horizon) they may not apply, so they are omitted.
+
+    Where the task defines agents' strategies (the coordination game, the reacher), the result
+    also holds each episode's strategies and the **strategy-agreement rate**. ``record=True``
+    keeps every episode's global states and joint actions in ``result.trajectories``.
     """
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     act, resets = _as_team_policy(policy)
     env = make(env_id, **(env_kwargs or {}))
+    classify = getattr(env, "episode_strategies", None)
+    keep = record or classify is not None
     returns, lengths, infos, seeds = [], [], [], tuple(int(seed) + i for i in range(int(episodes)))
+    strategies, trajectories = [], []
     try:
         for ep_seed in tqdm(seeds, desc=f"evaluating on {env_id}", disable=not progress):
             for reset in resets:
                 reset()
             obs, _ = env.reset(seed=ep_seed)
             total, steps, info = 0.0, 0, {}
+            states, joint = [env.state()], []
             while env.agents:
                 actions = act(obs)
+                if keep:
+                    joint.append(env.layout.join(env.validate_actions(actions)))
                 obs, rewards, _, _, step_infos = env.step(actions)
+                if keep:
+                    states.append(env.state())
                 total += rewards[env.possible_agents[0]]  # team reward: every agent gets the same
                 info = step_infos.get(env.possible_agents[0], {})
                 steps += 1
             returns.append(total)
             lengths.append(steps)
             infos.append(info)
+            if keep:
+                trajectory = {"states": np.asarray(states), "joint_actions": np.asarray(joint)}
+                if classify is not None:
+                    strategies.append(classify(trajectory["states"], trajectory["joint_actions"]))
+                if record:
+                    trajectories.append(trajectory)
     finally:
         env.close()
     returns_arr = np.asarray(returns, dtype=np.float64)
@@ -111,4 +140,5 @@ def evaluate(
             normalized = (returns_arr - low) / (high - low)
         except ValueError:
             normalized = None
-    return EvaluationResult(env_id, returns_arr, np.asarray(lengths), seeds, normalized, infos)
+    return EvaluationResult(env_id, returns_arr, np.asarray(lengths), seeds, normalized, infos,
+                            strategies if classify is not None else None, trajectories if record else None)

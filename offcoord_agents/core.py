@@ -174,6 +174,8 @@ def evaluate_policy(policy, env_id: str, config: TrainConfig) -> dict[str, float
     if result.normalized_scores is not None:
         out["normalized_score"] = float(result.normalized_mean)
         out["normalized_std"] = float(np.std(result.normalized_scores))
+    if result.strategy_agreement_rate is not None:
+        out["strategy_agreement"] = result.strategy_agreement_rate
     return out
 
 

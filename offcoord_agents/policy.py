@@ -35,7 +35,7 @@ class AgentPolicy:
         x = np.zeros((1, spec.max_obs_dim), dtype=np.float32)
         x[0, : spec.obs_dims[self.index]] = np.asarray(obs, dtype=np.float32).reshape(-1)
         with torch.no_grad():
-            out = self.team._act(self.index, torch.from_numpy(x))
+            out = self.team._act(self.index, torch.from_numpy(x).to(self.team.device)).cpu()
         if spec.discrete:
             return int(out[0])
         return out[0, : spec.act_dims[self.index]].numpy().astype(np.float32)
@@ -51,8 +51,9 @@ class TeamPolicy(Mapping):
             raise ValueError(f"unknown actor kind {kind!r}")
         self.spec, self.actor, self.kind, self.stochastic = spec, actor.eval(), kind, stochastic
         self.meta = dict(meta or {})
-        self.generator = torch.Generator().manual_seed(seed)
-        self.act_mask = spec.act_mask()
+        self.device = next(actor.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.act_mask = spec.act_mask().to(self.device)
         self._agents = {a: AgentPolicy(self, i) for i, a in enumerate(spec.agents)}
 
     def _act(self, i: int, obs: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,8 @@ class CentralizedPolicy:
 
     def __call__(self, observations: dict) -> dict:
         spec = self.spec
-        state = torch.as_tensor(np.asarray(observations[spec.agents[0]], dtype=np.float32).reshape(1, 1, -1))
+        device = next(self.actor.parameters()).device
+        state = torch.as_tensor(np.asarray(observations[spec.agents[0]], dtype=np.float32).reshape(1, 1, -1), device=device)
         with torch.no_grad():
             if self.kind == "categorical":  # one choice over the product of the agents' choices
                 joint = int(self.actor.net(state)[0, 0].argmax())
@@ -97,7 +99,7 @@ class CentralizedPolicy:
                 for a, n in zip(reversed(spec.agents), reversed(spec.act_dims)):
                     joint, out[a] = divmod(joint, n)
                 return {a: out[a] for a in spec.agents}
-            action = self.actor.deterministic(state)[0, 0].numpy().astype(np.float32)
+            action = self.actor.deterministic(state)[0, 0].cpu().numpy().astype(np.float32)
         offsets = np.cumsum((0,) + spec.act_dims)
         return {a: action[offsets[i] : offsets[i + 1]] for i, a in enumerate(spec.agents)}
 

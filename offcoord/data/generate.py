@@ -77,13 +77,12 @@ def generate(card: Card, root: Path | None = None, force: bool = False, progress
                 while not done and t < n:
                     joint = behavior.act(state, rng)
                     extras = behavior.extras() if extra_columns else {}  # facts about the action just chosen
-                    _, rewards, terms, truncs, _ = env.step(layout.split(joint))
+                    reward, terminated, truncated, _ = env.step_joint(joint)
+                    truncated = truncated and not terminated
                     next_state = env.state()
-                    terminated = any(terms.values())
-                    truncated = any(truncs.values()) and not terminated
                     cols["states"][t] = state
                     cols["actions"][t] = joint
-                    cols["rewards"][t] = rewards[layout.agents[0]]
+                    cols["rewards"][t] = reward
                     cols["next_states"][t] = next_state
                     cols["terminations"][t] = terminated
                     # the dataset's last episode is cut by the transition budget: mark it as a time limit

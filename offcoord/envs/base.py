@@ -143,18 +143,52 @@ class OffcoordParallelEnv(ParallelEnv):
     def step(self, actions: Mapping[AgentID, object]):
         if self._episode_over:
             raise EpisodeOverError("the episode is over (every agent terminated or truncated); call reset() first")
-        joint = self.layout.join(self.validate_actions(actions))
-        reward, terminated, truncated, info = self._step_joint(joint)
         agents = self.agents
+        reward, terminated, truncated, info = self._advance(self.layout.join(self.validate_actions(actions)))
         observations = self.observe_state(self.state())
         rewards = {a: float(reward) for a in agents}
         terminations = {a: bool(terminated) for a in agents}
         truncations = {a: bool(truncated) for a in agents}
         infos = {a: dict(info) for a in agents}
+        return observations, rewards, terminations, truncations, infos
+
+    def step_joint(self, joint_action: np.ndarray) -> tuple[float, bool, bool, dict]:
+        """Step with one joint action array; return ``(team_reward, terminated, truncated, info)``.
+
+        The fast path for code that produces joint actions itself (dataset generation): one
+        vectorized check of shape, finiteness and bounds instead of per-agent dictionaries.
+        Observations are not computed; read ``state()`` and apply a view when needed.
+        """
+        if self._episode_over:
+            raise EpisodeOverError("the episode is over (every agent terminated or truncated); call reset() first")
+        joint = np.asarray(joint_action)
+        low, high = self._joint_bounds()
+        if joint.shape != low.shape:
+            raise ValueError(f"joint action has shape {joint.shape}, expected {low.shape}")
+        if self.layout.discrete and not np.issubdtype(joint.dtype, np.integer):
+            raise ValueError(f"joint action must hold integers, got {joint.dtype}")
+        if not (np.all(np.isfinite(joint)) and np.all(joint >= low) and np.all(joint <= high)):
+            raise ValueError(f"joint action {joint.tolist()} has NaN/inf or lies outside [{low.tolist()}, {high.tolist()}]")
+        return self._advance(joint)
+
+    def _advance(self, joint: np.ndarray):
+        reward, terminated, truncated, info = self._step_joint(joint)
         if terminated or truncated:
             self.agents = []
             self._episode_over = True
-        return observations, rewards, terminations, truncations, infos
+        return float(reward), bool(terminated), bool(truncated), info
+
+    def _joint_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_bounds"):
+            lows, highs = {}, {}
+            for a in self.possible_agents:
+                space = self.action_spaces[a]
+                if isinstance(space, spaces.Discrete):
+                    lows[a], highs[a] = np.int64(space.start), np.int64(space.start + space.n - 1)
+                else:
+                    lows[a], highs[a] = space.low, space.high
+            self._bounds = (self.layout.join(lows, dtype=np.float64), self.layout.join(highs, dtype=np.float64))
+        return self._bounds
 
     def validate_actions(self, actions: Mapping[AgentID, object]) -> dict[AgentID, np.ndarray]:
         """Check one action per live agent against its space; raise ``ValueError`` naming the agent."""

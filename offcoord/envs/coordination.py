@@ -68,6 +68,12 @@ class CoordinationGameEnv(OffcoordParallelEnv):
         self.state_space = box(STATE_DIM, 0.0, 1.0)
         self._round = 0
 
+    @staticmethod
+    def episode_strategies(states: np.ndarray, joint_actions: np.ndarray) -> dict[str, int]:
+        """Each agent's strategy in one episode: the side it chose most often (0 = left, 1 = right)."""
+        joint = np.asarray(joint_actions)
+        return {a: int(2 * joint[:, i].sum() > len(joint)) for i, a in enumerate(AGENTS)}
+
     def state(self) -> np.ndarray:
         return np.array([self._round / self.horizon], dtype=np.float32)
 
