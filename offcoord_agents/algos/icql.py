@@ -3,20 +3,19 @@
 Each agent's twin critic is pushed down on actions it samples (uniform random, and its current
 policy's at o and o') and up on the dataset's action:
 ``alpha * (T * logsumexp_k(Q_i(o_i, a_k) / T) - Q_i(o_i, a_i^data))``. The actor maximizes its own
-critic (no behavior-cloning term). Continuous actions only. OMAR builds on this module.
+critic (no behavior-cloning term). The networks, target and update schedule are ITD3+BC's.
+Continuous actions only. OMAR builds on this module.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from offcoord_agents.core import Algorithm, TrainConfig, optimize, soft_update
-from offcoord_agents.data import TaskSpec, TorchBatch
-from offcoord_agents.nets import StackedDeterministicActor, StackedTwinCritic
-from offcoord_agents.policy import TeamPolicy
+from offcoord_agents.algos.itd3bc import ITD3BC
+from offcoord_agents.core import TrainConfig, optimize
+from offcoord_agents.data import TorchBatch
 
 
 @dataclass
@@ -28,23 +27,14 @@ class ICQLConfig(TrainConfig):
     target_noise: float = 0.2  # target-policy smoothing noise std
     noise_clip: float = 0.5  # smoothing noise clip
     sample_noise: float = 0.1  # exploration noise on the policy's sampled actions
+    normalize_observations: bool = True  # standardize observations with dataset statistics
 
 
-class ICQL(Algorithm):
+class ICQL(ITD3BC):
+    """ITD3+BC's networks, target and update schedule, with CQL's critic loss and a pure-Q actor."""
+
     name = "icql"
     Config = ICQLConfig
-    supports_discrete = False
-
-    def __init__(self, spec: TaskSpec, config: ICQLConfig, device: torch.device):
-        super().__init__(spec, config, device)
-        A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
-        self.actor = StackedDeterministicActor(A, O, U, config.hidden).to(device)
-        self.critic = StackedTwinCritic(A, O + U, config.hidden).to(device)
-        self.actor_target = copy.deepcopy(self.actor)
-        self.critic_target = copy.deepcopy(self.critic)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
-        self.act_mask = spec.act_mask().to(device)
 
     def q_of_samples(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Twin Q of ``K`` actions per observation: ``obs (A, B, O)``, ``actions (A, B, K, U)`` -> ``(A, B, K)`` each."""
@@ -61,12 +51,7 @@ class ICQL(Algorithm):
 
     def update_critic(self, batch: TorchBatch) -> dict[str, float]:
         cfg = self.config
-        with torch.no_grad():
-            noise = (torch.randn_like(batch.actions) * cfg.target_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-            next_actions = (self.actor_target(batch.next_obs) + noise).clamp(-1, 1) * self.act_mask
-            target = batch.rewards + cfg.gamma * (1 - batch.dones) * torch.min(
-                *self.critic_target(torch.cat([batch.next_obs, next_actions], -1))
-            )
+        target = self.critic_target_value(batch)
         q1, q2 = self.critic(torch.cat([batch.obs, batch.actions], -1))
         td_loss = ((q1 - target) ** 2).mean(1).sum() + ((q2 - target) ** 2).mean(1).sum()
 
@@ -87,16 +72,3 @@ class ICQL(Algorithm):
         q = self.critic(torch.cat([batch.obs, pi], -1))[0]
         loss = -q.mean(1).sum()
         return loss, {"actor_loss": loss.item()}
-
-    def update(self, batch: TorchBatch, step: int) -> dict[str, float]:
-        metrics = self.update_critic(batch)
-        if step % self.config.policy_delay == 0:
-            loss, actor_metrics = self.actor_loss(batch)
-            optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
-            soft_update(self.critic_target, self.critic, self.config.tau)
-            soft_update(self.actor_target, self.actor, self.config.tau)
-            metrics.update(actor_metrics)
-        return metrics
-
-    def policy(self) -> TeamPolicy:
-        return TeamPolicy(self.spec, self.actor, "deterministic")
