@@ -39,6 +39,7 @@ def register_behavior(name: str, entry_point: str) -> None:
 
 
 register_behavior("uniform-random", "offcoord.behaviors:UniformRandomBehavior")
+register_behavior("policy", "offcoord.policies:PolicyBehavior")
 register_env("coordination-game", "offcoord.envs.coordination:CoordinationGameEnv")
 register_behavior("coordination-bernoulli", "offcoord.envs.coordination:IndependentBernoulliBehavior")
 register_behavior("reacher2-expert", "offcoord.envs.reacher:ReacherExpertBehavior")

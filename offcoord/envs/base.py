@@ -215,14 +215,15 @@ def _check_action(agent: AgentID, action: object, space: spaces.Space) -> np.nda
         return arr.astype(np.int64)
     if isinstance(space, spaces.Box):
         try:
-            arr = np.asarray(action, dtype=np.float64)
+            arr = np.asarray(action, dtype=space.dtype)
         except (TypeError, ValueError):
             raise ValueError(f"agent {agent!r}: action {action!r} is not numeric; expected {space}") from None
         if arr.shape != space.shape:
             raise ValueError(f"agent {agent!r}: action has shape {arr.shape}, expected {space.shape} for {space}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"agent {agent!r}: action {arr.tolist()} contains NaN or inf; expected {space}")
-        if np.any(arr < space.low) or np.any(arr > space.high):
+        # One comparison pass on the hot path: NaN fails both bounds, so it lands in the slow branch too.
+        if not (arr >= space.low).all() or not (arr <= space.high).all():
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"agent {agent!r}: action {arr.tolist()} contains NaN or inf; expected {space}")
             raise ValueError(f"agent {agent!r}: action {arr.tolist()} is outside {space}; clip it to the bounds")
-        return arr.astype(space.dtype)
+        return arr
     raise TypeError(f"unsupported action space {space}")
