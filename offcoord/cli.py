@@ -16,6 +16,7 @@ import sys
 import offcoord
 from offcoord.data import build, load_dataset, verify_dataset
 from offcoord.data.generate import store_path
+from offcoord.data.store import read_manifest
 from offcoord.errors import CardError, DatasetCorruptedError, DatasetVerificationError, UnknownIdError
 from offcoord.registry import dataset_card, list_datasets, list_envs
 
@@ -54,7 +55,7 @@ def cmd_info(args) -> int:
         "cached": (path / "manifest.json").exists(),
     }
     if info["cached"]:
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = read_manifest(path, card.id)
         info["bytes_on_disk"] = sum(c["bytes"] for c in manifest["columns"].values())
         info["statistics"] = manifest.get("statistics", {})
         if "mean_return" in info["statistics"]:

@@ -100,6 +100,9 @@ def evaluate(
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     act, resets = _as_team_policy(policy)
     env = make(env_id, **(env_kwargs or {}))
+    if isinstance(policy, Mapping) and set(policy) != set(env.possible_agents):
+        env.close()
+        raise ValueError(f"the policy dict has agents {sorted(policy)}, but {env_id!r} has agents {env.possible_agents}")
     classify = getattr(env, "episode_strategies", None)
     keep = record or classify is not None
     returns, lengths, infos, seeds = [], [], [], tuple(int(seed) + i for i in range(int(episodes)))

@@ -186,8 +186,21 @@ def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown {algo_cls.name} option(s) {unknown}; options are {sorted(fields)}")
     if "hidden" in overrides:
-        overrides["hidden"] = tuple(overrides["hidden"])
-    return algo_cls.Config(**overrides)
+        hidden = overrides["hidden"]
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__") or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+        ):
+            raise ValueError(f"hidden must be a sequence of positive integers such as (256, 256), got {hidden!r}")
+        overrides["hidden"] = tuple(hidden)
+    config = algo_cls.Config(**overrides)
+    for name in ("steps", "batch_size", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{algo_cls.name} option {name} must be a positive integer, got {value!r}")
+    for name, value in asdict(config).items():
+        if isinstance(value, float) and not np.isfinite(value):
+            raise ValueError(f"{algo_cls.name} option {name} must be finite, got {value!r}")
+    return config
 
 
 def run_training(
@@ -225,6 +238,8 @@ def run_training(
     start, evals = 0, []
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            ckpt_path.unlink(missing_ok=True)  # a later resume must not pick up the run this one replaces
         if resume and ckpt_path.exists():
             ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path})")
             if ckpt["meta"] != run_meta:
@@ -233,6 +248,8 @@ def run_training(
             algo.load_state_dict(ckpt["algo"])
             sampler.load_state_dict(ckpt["sampler"])
             torch.set_rng_state(ckpt["torch_rng"])
+            if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             start, evals = ckpt["step"], ckpt["evals"]
         logger = _Logger(out_dir, start if start else None)
     else:
@@ -241,7 +258,8 @@ def run_training(
     def checkpoint(step: int) -> None:
         if ckpt_path is not None:
             atomic_torch_save({"step": step, "meta": run_meta, "algo": algo.state_dict(), "sampler": sampler.state_dict(),
-                               "torch_rng": torch.get_rng_state(), "evals": evals}, ckpt_path)
+                               "torch_rng": torch.get_rng_state(), "evals": evals,
+                               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, ckpt_path)
 
     disable_bar = (bool(os.environ.get("CI")) or None) if progress is None else not progress
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{algo_cls.name} {dataset_id} seed {seed}", disable=disable_bar,

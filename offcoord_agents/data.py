@@ -156,12 +156,24 @@ class BatchSampler:
         self.rng.bit_generator.state = state["rng"]
 
 
+def _stats_rows(ds: "offcoord.Dataset", max_rows: int) -> np.ndarray:
+    """A fixed sample of row indices (so reruns agree) for dataset statistics."""
+    n = len(ds)
+    return np.arange(n) if n <= max_rows else np.sort(np.random.default_rng(0).choice(n, max_rows, replace=False))
+
+
+def state_stats(ds: "offcoord.Dataset", max_rows: int = 200_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global-state mean and std ``(state_dim,)`` (constant entries get std 1), for centralized critics."""
+    states = np.asarray(ds.states[_stats_rows(ds, max_rows)], dtype=np.float64)
+    mean, std = states.mean(0), states.std(0)
+    std[std < 1e-6] = 1.0
+    return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(std.astype(np.float32))
+
+
 def observation_stats(ds: "offcoord.Dataset", spec: TaskSpec, max_rows: int = 200_000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-agent observation mean and std ``(A, 1, max_obs_dim)`` from up to ``max_rows`` rows (fixed
     sample, so reruns agree); padding gets mean 0 and std 1, constant entries std 1."""
-    n = len(ds)
-    idx = np.arange(n) if n <= max_rows else np.sort(np.random.default_rng(0).choice(n, max_rows, replace=False))
-    obs = stack_agents(ds.batch(idx).observations, spec.agents, spec.max_obs_dim)
+    obs = stack_agents(ds.batch(_stats_rows(ds, max_rows)).observations, spec.agents, spec.max_obs_dim)
     mean, std = obs.mean(1, keepdims=True), obs.std(1, keepdims=True)
     std[std < 1e-6] = 1.0
     mask = spec.obs_mask().numpy() > 0

@@ -125,7 +125,7 @@ class StackedGaussianActor(nn.Module):
         mean, log_std = self._split(self.net.member_forward(i, obs))
         if not stochastic:
             return mean
-        return (mean + log_std.exp() * torch.randn(mean.shape, generator=generator)).clamp(-1.0, 1.0)
+        return (mean + log_std.exp() * torch.randn(mean.shape, generator=generator, device=mean.device)).clamp(-1.0, 1.0)
 
 
 class StackedCategoricalActor(nn.Module):

@@ -32,8 +32,14 @@ class AgentPolicy:
 
     def __call__(self, obs) -> np.ndarray | int:
         spec = self.team.spec
+        obs = np.asarray(obs, dtype=np.float32).reshape(-1)
+        if obs.shape[0] != spec.obs_dims[self.index]:
+            raise ValueError(
+                f"{spec.agents[self.index]}'s policy was trained on {spec.obs_dims[self.index]}-value observations "
+                f"({spec.env_id}), got {obs.shape[0]} values: evaluate it on an environment with the same view"
+            )
         x = np.zeros((1, spec.max_obs_dim), dtype=np.float32)
-        x[0, : spec.obs_dims[self.index]] = np.asarray(obs, dtype=np.float32).reshape(-1)
+        x[0, : spec.obs_dims[self.index]] = obs
         with torch.no_grad():
             out = self.team._act(self.index, torch.from_numpy(x).to(self.team.device)).cpu()
         if spec.discrete:
@@ -91,7 +97,11 @@ class CentralizedPolicy:
     def __call__(self, observations: dict) -> dict:
         spec = self.spec
         device = next(self.actor.parameters()).device
-        state = torch.as_tensor(np.asarray(observations[spec.agents[0]], dtype=np.float32).reshape(1, 1, -1), device=device)
+        obs = np.asarray(observations[spec.agents[0]], dtype=np.float32).reshape(-1)
+        if obs.shape[0] != spec.state_dim:
+            raise ValueError(f"this centralized policy needs {spec.agents[0]} to observe the {spec.state_dim}-value "
+                             f"global state ({spec.env_id}); got {obs.shape[0]} values")
+        state = torch.as_tensor(obs.reshape(1, 1, -1), device=device)
         with torch.no_grad():
             if self.kind == "categorical":  # one choice over the product of the agents' choices
                 joint = int(self.actor.net(state)[0, 0].argmax())

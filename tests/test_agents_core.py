@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -119,6 +118,15 @@ _TRAIN_SCRIPT = textwrap.dedent(
     ])
     card = card_from_bytes(text.encode(), root / "tiny-resume.toml")
     ds = open_dataset(generate(card, root=root / "cache", progress=False), card, "tiny-resume")
+    if len(sys.argv) > 4:  # kill -9 this process right after it logs step N (past its last checkpoint)
+        import os, signal
+        import offcoord_agents.core as core
+        kill_at, log = int(sys.argv[4]), core._Logger.log
+        def log_then_die(self, kind, step, values):
+            log(self, kind, step, values)
+            if step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        core._Logger.log = log_then_die
     offcoord_agents.train(sys.argv[2], ds, seed=3, out=sys.argv[3],
                           config=dict(steps=300, hidden=(32, 32), eval_every=100, eval_episodes=2,
                                       checkpoint_every=50, log_every=25), progress=False)
@@ -131,14 +139,12 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path, algo):
     """kill -9 mid-run, rerun the same command: same evaluations, same weights as an uninterrupted run."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(full)], check=True)
-    proc = subprocess.Popen([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(killed)])
-    deadline = time.time() + 120
-    while time.time() < deadline and not (killed / "checkpoint.pt").exists():
-        time.sleep(0.02)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "results.json").exists(), "run finished before it was killed"
+    # killed by SIGKILL at step 175: its last checkpoint is step 150, its log already holds step 175
+    proc = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(killed), "175"])
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "results.json").exists()
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == 150
+    assert '"step": 175' in (killed / "metrics.jsonl").read_text()
     subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(tmp_path), algo, str(killed)], check=True)
     a = json.loads((full / "results.json").read_text())
     b = json.loads((killed / "results.json").read_text())
@@ -173,3 +179,22 @@ def test_cli_train_and_evaluate(tiny_datasets, tmp_path, cache, capsys):
     assert "coordination-game: return" in capsys.readouterr().out
     assert main(["train", "nope", "coordination-favorable"]) == 2
     assert main(["list"]) == 0
+
+
+def test_config_is_validated_and_no_resume_starts_over(tiny_datasets, tmp_path):
+    ds = tiny_datasets["coordination-game"]
+    for bad in ({"eval_every": 0}, {"steps": -1}, {"hidden": "abc"}, {"hidden": (0, 4)}, {"lr": float("nan")}, {"batch_size": 2.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            offcoord_agents.train("ibc", ds, config=bad, progress=False)
+    offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
+    offcoord_agents.train("ibc", ds, seed=5, steps=10, config={**SMALL, "checkpoint_every": 1000, "eval_every": 1000},
+                          out=tmp_path, resume=False, progress=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["meta"]["seed"] == 5
+
+
+def test_policy_on_the_wrong_view_is_a_clear_error(tiny_datasets):
+    policy = offcoord_agents.train("ibc", tiny_datasets["reacher2-leader-only"], steps=2, config=SMALL, progress=False)
+    with pytest.raises(ValueError, match="agent_0.*8-value observations"):
+        offcoord.evaluate(policy, "reacher2-independent", episodes=1)
+    iql = offcoord_agents.train("iql", tiny_datasets["coordination-game"], steps=2, config=SMALL, progress=False)
+    assert iql.centralized

@@ -41,6 +41,8 @@ def test_policy_errors_are_loud():
         offcoord.evaluate({"agent_0": lambda o: 1, "agent_1": lambda o: 7}, "coordination-game")
     with pytest.raises(TypeError, match="policy must be"):
         offcoord.evaluate(42, "coordination-game")
+    with pytest.raises(ValueError, match="agent_1"):  # a decentralized team missing an agent
+        offcoord.evaluate({"agent_0": lambda o: 1}, "coordination-game")
     with pytest.raises(ValueError, match="episodes"):
         offcoord.evaluate({"agent_0": lambda o: 1, "agent_1": lambda o: 1}, "coordination-game", episodes=0)
 

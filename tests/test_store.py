@@ -35,12 +35,33 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path, make_card):
     assert not np.array_equal(np.load(a / "actions.npy"), np.load(other / "actions.npy"))
 
 
-def test_last_episode_cut_by_budget_is_a_truncation(tmp_path, make_card):
-    card = make_card(transitions=10, horizon_env="coordination-game")
-    path = generate(card, root=tmp_path, progress=False)
-    cols = _load_columns(path, card)
-    assert cols["terminations"].all()  # horizon 1: every step ends the game
-    assert not cols["truncations"].any()
+def test_last_episode_cut_by_budget_is_a_truncation(tmp_path):
+    from offcoord.data.cards import card_from_bytes
+
+    text = textwrap.dedent(
+        """
+        format_version = 1
+        id = "reacher-cut"
+        [datasets]
+        "reacher-cut" = "reacher2-fo"
+        [generation]
+        env = "reacher2-fo"
+        behavior = "uniform-random"
+        behavior_kwargs = { env = "reacher2-fo" }
+        transitions = 120
+        seed = 0
+        [reference]
+        min_score = -40.0
+        max_score = 0.0
+        """
+    )
+    card = card_from_bytes(text.encode(), tmp_path / "reacher-cut.toml")
+    cols = _load_columns(generate(card, root=tmp_path, progress=False), card)
+    assert cols["episode_starts"].tolist() == [0, 50, 100]
+    assert np.flatnonzero(cols["truncations"]).tolist() == [49, 99, 119]  # two time limits, one budget cut
+    assert not cols["terminations"].any()
+    # within an episode, next_states[t] == states[t + 1]
+    assert np.array_equal(cols["next_states"][:49], cols["states"][1:50])
 
 
 def test_generation_is_checked_against_the_card(tmp_path, make_card):
@@ -208,6 +229,26 @@ def test_load_without_build_names_the_command(cache):
         offcoord.load_dataset("coordination-neutral", auto_build=False)
 
 
+def test_minari_round_trip_of_float_actions_truncations_and_extras(tmp_path, cache):
+    pytest.importorskip("minari")
+    from offcoord.data import open_dataset
+    from offcoord.data.cards import card_from_bytes
+    from offcoord.data.minari_io import export_minari, import_minari
+
+    card = offcoord.registry.dataset_card("reacher2-expert-leader-only")
+    text = card.path.read_text().replace("transitions = 1_000_000", "transitions = 230")
+    small = card_from_bytes(text[: text.index("[expected]")].encode(), card.path)
+    ds = open_dataset(generate(small, root=tmp_path / "gen", progress=False), small, "reacher2-expert-leader-only")
+    md = export_minari(ds)
+    back = import_minari(md.spec.dataset_id, cache)
+    for name in ("states", "next_states", "joint_actions", "rewards", "terminations", "truncations", "episode_starts"):
+        a, b = getattr(ds, name), getattr(back, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert np.array_equal(back.extras["strategy"], ds.extras["strategy"]) and back.extras["strategy"].dtype == np.int8
+    assert back.truncations.sum() == 5  # four 50-step time limits and the budget cut
+    assert np.array_equal(back.observations["agent_1"], ds.observations["agent_1"])
+
+
 def test_minari_round_trip_preserves_every_array(cache):
     pytest.importorskip("minari")
     import minari
@@ -229,3 +270,18 @@ def test_minari_round_trip_preserves_every_array(cache):
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     assert np.array_equal(back.observations["agent_1"], ds.observations["agent_1"][:n])
     assert minari.get_normalized_score(md, np.array([1.0])) == pytest.approx(1.0)
+
+
+def test_replacement_that_died_between_renames_is_recovered(cache):
+    """--force moves the old copy aside, then renames the new one in; a crash between the two
+    leaves only the hidden old copy, which the next load puts back (no rebuild needed)."""
+    ds = offcoord.load_dataset("coordination-neutral", progress=False)
+    path = ds.path
+    del ds
+    aside = path.parent / f".old-{path.name}-deadbeef"
+    os.rename(path, aside)
+    (path.parent / f".tmp-{path.name}-999999-cafebabe").mkdir()  # the new copy's temporary, its writer dead
+    ds = offcoord.load_dataset("coordination-neutral", auto_build=True, progress=False)
+    assert len(ds) == 10_000 and not aside.exists()
+    assert not list(path.parent.glob(".tmp-*"))
+    offcoord.verify_dataset("coordination-neutral")

@@ -41,9 +41,9 @@ def generate(card: Card, root: Path | None = None, force: bool = False, progress
     root = Path(root or cache_dir())
     target = store_path(card, root)
     with file_lock(lock_path(card, root)):
+        remove_stale_temporaries(root, card.id)
         if target.exists() and (target / MANIFEST).exists() and not force:
             return target  # another process built it while we waited for the lock
-        remove_stale_temporaries(root)
         env = make(card.env)
         behavior = make_behavior(card.behavior, card.behavior_kwargs)
         layout = env.layout
@@ -156,6 +156,8 @@ def check_expected(card: Card, stats: dict[str, Any]) -> None:
             problems.append(f"mean return {stats['mean_return']:.4f} not within {tol} of {target}")
     if "min_joint_action_count" in exp:
         need = exp.pop("min_joint_action_count")
+        if "possible_joint_actions" not in stats:
+            raise CardError(f"dataset card {card.path}: min_joint_action_count applies to discrete tasks only")
         counts = stats.get("joint_action_counts", {})
         if len(counts) < stats.get("possible_joint_actions", 0) or min(counts.values()) < need:
             problems.append(f"joint action coverage {counts} has fewer than {need} of some joint action")

@@ -128,6 +128,8 @@ def import_minari(minari_id: str, root: Path) -> Dataset:
     env = _make_env(meta["env_id"])
     layout = env.layout
     episodes = list(md.iterate_episodes())
+    if not episodes:
+        raise ValueError(f"Minari dataset {minari_id!r} holds no episodes")
     lengths = np.array([len(ep.rewards) for ep in episodes], dtype=np.int64)
     n = int(lengths.sum())
     state_dim = episodes[0].observations["state"].shape[1]

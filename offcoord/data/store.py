@@ -121,6 +121,11 @@ def read_manifest(directory: Path, card_id: str) -> dict[str, Any]:
         raise DatasetCorruptedError(f"{path} is missing; {rebuild_hint(card_id)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetCorruptedError(f"{path} is corrupted ({e}); {rebuild_hint(card_id)}") from None
+    if isinstance(manifest, dict) and manifest.get("store_format_version") == STORE_FORMAT_VERSION and not (
+        isinstance(manifest.get("columns"), dict)
+        and all(isinstance(c, dict) and {"shape", "dtype", "bytes", "sha256"} <= set(c) for c in manifest["columns"].values())
+    ):
+        raise DatasetCorruptedError(f"{path} lacks a valid column table; {rebuild_hint(card_id)}")
     if not isinstance(manifest, dict) or manifest.get("store_format_version") != STORE_FORMAT_VERSION:
         raise DatasetCorruptedError(
             f"{path} has store format {manifest.get('store_format_version') if isinstance(manifest, dict) else '?'}, "
@@ -172,20 +177,30 @@ def open_columns(directory: Path, card_id: str, manifest: Mapping[str, Any]) -> 
     return arrays
 
 
-def remove_stale_temporaries(root: Path) -> None:
-    """Delete temporary directories left by generators that died (their pid no longer runs)."""
+def remove_stale_temporaries(root: Path, name: str) -> None:
+    """Clean up after a generator of ``name`` that died: delete its temporary directories (their
+    pid no longer runs) and put back an old copy a replacement had moved aside. Call it holding
+    ``name``'s build lock (other stores' builds may be under way)."""
     if not root.exists():
         return
-    for tmp in root.glob(".tmp-*"):
+    for tmp in root.glob(f".tmp-{name}-*"):
         parts = tmp.name.rsplit("-", 2)
+        if parts[0] != f".tmp-{name}":  # another store whose name starts with this one's
+            continue
         try:
             pid = int(parts[-2])
         except (ValueError, IndexError):
             continue
         if not _pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
-    for old in root.glob(".old-*"):
-        shutil.rmtree(old, ignore_errors=True)
+    for old in root.glob(f".old-{name}-*"):
+        if old.name.rsplit("-", 1)[0] != f".old-{name}":
+            continue
+        target = root / name
+        if not target.exists():  # a replacement died between its two renames: the old copy is still whole
+            os.rename(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,14 +1,16 @@
 """ICQL: independent TD3 learners with the conservative Q-learning regularizer (Kumar et al., 2020).
 
 Each agent's twin critic is pushed down on actions it samples (uniform random, and its current
-policy's at o and o') and up on the dataset's action:
-``alpha * (T * logsumexp_k(Q_i(o_i, a_k) / T) - Q_i(o_i, a_i^data))``. The actor maximizes its own
+policy's, with Gaussian noise, at o and o') and up on the dataset's action:
+``alpha * (T * logsumexp_k((Q_i(o_i, a_k) - log p(a_k)) / T) - Q_i(o_i, a_i^data))``, where
+``p`` is the density each sample was drawn from (CQL(H) with importance sampling, as in OMAR's code). The actor maximizes its own
 critic (no behavior-cloning term). The networks, target and update schedule are ITD3+BC's.
 Continuous actions only. OMAR builds on this module.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,11 @@ class ICQL(ITD3BC):
     name = "icql"
     Config = ICQLConfig
 
+    def __init__(self, spec, config: ICQLConfig, device: torch.device):
+        super().__init__(spec, config, device)
+        act_dims = torch.tensor(spec.act_dims, dtype=torch.float32, device=device)
+        self.uniform_log_density = (act_dims * math.log(0.5)).view(-1, 1, 1)  # uniform on [-1, 1]^U_i
+
     def q_of_samples(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Twin Q of ``K`` actions per observation: ``obs (A, B, O)``, ``actions (A, B, K, U)`` -> ``(A, B, K)`` each."""
         A, B, K, U = actions.shape
@@ -43,11 +50,15 @@ class ICQL(ITD3BC):
         q1, q2 = self.critic(x)
         return q1.view(A, B, K), q2.view(A, B, K)
 
-    def _sample_around_policy(self, obs: torch.Tensor, k: int) -> torch.Tensor:
+    def _sample_around_policy(self, obs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` noisy policy actions per observation and their log-density under the noise ``(A, B, k)``."""
+        sigma = self.config.sample_noise
         with torch.no_grad():
             pi = self.actor(obs).unsqueeze(2)
-        noise = torch.randn(*pi.shape[:2], k, pi.shape[-1], device=obs.device) * self.config.sample_noise
-        return (pi + noise).clamp(-1, 1) * self.act_mask.unsqueeze(2)
+        noise = torch.randn(*pi.shape[:2], k, pi.shape[-1], device=obs.device) * sigma
+        mask = self.act_mask.unsqueeze(2)
+        log_density = ((-0.5 * (noise / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)) * mask).sum(-1)
+        return (pi + noise).clamp(-1, 1) * mask, log_density
 
     def update_critic(self, batch: TorchBatch) -> dict[str, float]:
         cfg = self.config
@@ -58,9 +69,13 @@ class ICQL(ITD3BC):
         A, B, U = batch.actions.shape
         k = cfg.cql_samples
         random_actions = (torch.rand(A, B, k, U, device=self.device) * 2 - 1) * self.act_mask.unsqueeze(2)
-        sampled = torch.cat([random_actions, self._sample_around_policy(batch.obs, k),
-                             self._sample_around_policy(batch.next_obs, k)], 2)
+        random_log_density = self.uniform_log_density.expand(A, B, k)  # log 0.5^U_i per agent
+        pi_actions, pi_log_density = self._sample_around_policy(batch.obs, k)
+        next_actions, next_log_density = self._sample_around_policy(batch.next_obs, k)
+        sampled = torch.cat([random_actions, pi_actions, next_actions], 2)
+        log_density = torch.cat([random_log_density, pi_log_density, next_log_density], 2)
         s1, s2 = self.q_of_samples(batch.obs, sampled)
+        s1, s2 = s1 - log_density, s2 - log_density
         T = cfg.cql_temperature
         cql = (T * torch.logsumexp(s1 / T, -1) - q1).mean(1).sum() + (T * torch.logsumexp(s2 / T, -1) - q2).mean(1).sum()
         loss = td_loss + cfg.cql_alpha * cql

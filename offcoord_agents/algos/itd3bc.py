@@ -43,6 +43,7 @@ class ITD3BC(Algorithm):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
         self.act_mask = spec.act_mask().to(device)  # zero on padded action dims
+        self.act_dims = torch.tensor(spec.act_dims, dtype=torch.float32, device=device).unsqueeze(1)  # (A, 1)
 
     def setup(self, ds) -> None:
         if self.config.normalize_observations:
@@ -75,7 +76,7 @@ class ITD3BC(Algorithm):
         pi = self.actor(batch.obs) * self.act_mask
         q = self.critic(torch.cat([batch.obs, pi], -1))[0]  # (A, B)
         lmbda = self.config.alpha / q.abs().mean(1, keepdim=True).detach()  # per agent
-        bc = ((pi - batch.actions) ** 2).sum(-1)
+        bc = ((pi - batch.actions) ** 2).sum(-1) / self.act_dims  # mean over each agent's real action dims
         loss = (-lmbda * q + bc).mean(1).sum()
         return loss, {"actor_loss": loss.item(), "bc_mse": bc.mean().item()}
 

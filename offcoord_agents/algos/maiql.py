@@ -3,8 +3,11 @@
 Each agent has its own Q_i(o_i, a_i) (twin) and V_i(o_i); monotonic hypernetwork mixers on the
 global state combine them into team values ``Q_tot(s, a) = mixQ(s, Q_1..Q_A)`` and
 ``V_tot(s) = mixV(s, V_1..V_A)``, trained with IQL's losses on the team reward. Each agent's actor
-is fit by advantage-weighted regression on its own advantage ``Q_i - V_i``, from its own
-observation only. Works for discrete and continuous actions.
+is fit by advantage-weighted regression of its own action on its own observation, weighted by the
+team advantage ``Q_tot(s, a) - V_tot(s)`` of the joint action it was part of (the per-agent values
+pass through two different nonlinear mixers, so ``Q_i - V_i`` alone has no common scale). The
+state enters only the training weights: execution stays decentralized. Works for discrete and
+continuous actions.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ class MAIQL(Algorithm):
         soft_update(self.q_target, self.q, cfg.tau)
         soft_update(self.q_mixer_target, self.q_mixer, cfg.tau)
 
-        advantage = (q_i_t - v_i.detach())  # each agent's own advantage, from its own observation
+        advantage = (q_tot_t - v_tot.detach()).unsqueeze(0)  # the team advantage, shared by every agent
         weights = torch.exp(cfg.temperature * advantage).clamp(max=cfg.max_weight)
         log_prob = self.actor.log_prob(batch.obs, batch.actions, self.act_mask)  # (A, B)
         actor_loss = -(weights * log_prob).mean(1).sum()

@@ -15,7 +15,7 @@ import torch
 
 from offcoord_agents.algos.itd3bc import ITD3BCConfig
 from offcoord_agents.core import Algorithm, optimize, soft_update
-from offcoord_agents.data import TaskSpec, TorchBatch, observation_stats
+from offcoord_agents.data import TaskSpec, TorchBatch, observation_stats, state_stats
 from offcoord_agents.nets import StackedDeterministicActor, StackedTwinCritic
 from offcoord_agents.policy import TeamPolicy
 
@@ -40,6 +40,7 @@ class MATD3BC(Algorithm):
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
         self.act_mask = spec.act_mask().to(device)
+        self.act_dims = torch.tensor(spec.act_dims, dtype=torch.float32, device=device).unsqueeze(1)  # (A, 1)
         # positions of the real action dims in the flattened (agent, dim) layout: the joint action
         self.joint_columns = self.act_mask.squeeze(1).flatten().nonzero().squeeze(-1)
 
@@ -48,6 +49,13 @@ class MATD3BC(Algorithm):
             mean, std = observation_stats(ds, self.spec)
             for net in (self.actor.net, self.actor_target.net):
                 net.set_input_normalization(mean, std)
+            # the critic takes [state, joint action]: normalize the state part
+            s_mean, s_std = state_stats(ds)
+            J = self.spec.joint_act_dim
+            c_mean = torch.cat([s_mean, torch.zeros(J)]).view(1, 1, -1).repeat(2, 1, 1)
+            c_std = torch.cat([s_std, torch.ones(J)]).view(1, 1, -1).repeat(2, 1, 1)
+            for net in (self.critic.net, self.critic_target.net):
+                net.set_input_normalization(c_mean, c_std)
 
     def joint(self, per_agent: torch.Tensor) -> torch.Tensor:
         """``(A, B, U)`` -> ``(B, joint_act_dim)`` in agent order (as ``TorchBatch.joint_actions``)."""
@@ -74,7 +82,7 @@ class MATD3BC(Algorithm):
             pi = self.actor(batch.obs) * self.act_mask
             q = self.q(self.critic, batch.states, self.joint(pi))[0]
             lmbda = cfg.alpha / q.abs().mean().detach()
-            bc = ((pi - batch.actions) ** 2).sum(-1).mean(1).sum()
+            bc = (((pi - batch.actions) ** 2).sum(-1) / self.act_dims).mean(1).sum()
             actor_loss = -lmbda * q.mean() + bc
             optimize(self.actor_opt, actor_loss, self.actor.parameters(), cfg.grad_clip)
             soft_update(self.critic_target, self.critic, cfg.tau)

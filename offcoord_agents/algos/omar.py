@@ -57,6 +57,6 @@ class OMAR(ICQL):
         target_actions = self.search_actions(batch.obs)
         pi = self.actor(batch.obs) * self.act_mask
         q = self.critic(torch.cat([batch.obs, pi], -1))[0]
-        rectify = ((pi - target_actions) ** 2).sum(-1)
+        rectify = ((pi - target_actions) ** 2).sum(-1) / self.act_dims
         loss = ((1 - c) * -q + c * rectify).mean(1).sum()
         return loss, {"actor_loss": loss.item(), "rectify_mse": rectify.mean().item()}
