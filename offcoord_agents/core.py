@@ -68,6 +68,7 @@ class Algorithm:
     centralized: ClassVar[bool] = False  # True: executed centrally (IQL over the joint action)
     supports_discrete: ClassVar[bool] = True
     supports_continuous: ClassVar[bool] = True
+    uses_batches: ClassVar[bool] = True  # False: update() gets no dataset batch (model-based methods sample their own)
 
     def __init__(self, spec: TaskSpec, config: TrainConfig, device: torch.device):
         self.spec, self.config, self.device = spec, config, device
@@ -76,8 +77,10 @@ class Algorithm:
         if not spec.discrete and not self.supports_continuous:
             raise ValueError(f"{self.name} needs discrete actions; {spec.dataset_id} has continuous actions")
 
-    def setup(self, ds: "offcoord.Dataset") -> None:
-        """Optional: look at the dataset once before training (e.g. observation statistics)."""
+    def setup(self, ds: "offcoord.Dataset", workdir: Path | None = None) -> None:
+        """Optional: look at the dataset once before training (e.g. observation statistics, a world
+        model). Called on every start, resumed or not, before the checkpoint is loaded; ``workdir``
+        (the run's ``--out``, or None) is where expensive results can be kept across sessions."""
 
     def update(self, batch: TorchBatch, step: int) -> dict[str, float]:
         raise NotImplementedError
@@ -227,17 +230,18 @@ def run_training(
     dataset_id = ds.id
     spec = TaskSpec.from_dataset(ds)
     algo = algo_cls(spec, cfg, dev)
-    algo.setup(ds)
+    out_dir = Path(out) if out else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    algo.setup(ds, out_dir)
     sampler = BatchSampler(ds, spec, cfg.batch_size, seed, dev)
     env_id = ds.env_id
     run_meta = {"algorithm": algo_cls.name, "dataset": dataset_id, "env": env_id, "seed": seed,
                 "config": asdict(cfg), "card_sha256": ds.card.sha256, "centralized": algo_cls.centralized}
 
-    out_dir = Path(out) if out else None
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
     start, evals = 0, []
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             ckpt_path.unlink(missing_ok=True)  # a later resume must not pick up the run this one replaces
         if resume and ckpt_path.exists():
@@ -267,7 +271,7 @@ def run_training(
     t0 = time.perf_counter()
     try:
         for step in range(start + 1, cfg.steps + 1):
-            metrics = algo.update(sampler.sample(), step)
+            metrics = algo.update(sampler.sample() if algo.uses_batches else None, step)
             bar.update(1)
             if logger and step % cfg.log_every == 0:
                 logger.log("train", step, metrics)

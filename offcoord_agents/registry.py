@@ -12,6 +12,7 @@ ALGORITHMS = {
     "icql": "offcoord_agents.algos.icql:ICQL",
     "omar": "offcoord_agents.algos.omar:OMAR",
     "matd3bc": "offcoord_agents.algos.matd3bc:MATD3BC",
+    "momappo": "offcoord_agents.algos.momappo:MOMAPPO",
 }
 
 

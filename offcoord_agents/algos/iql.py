@@ -57,7 +57,7 @@ class IQL(Algorithm):
         self.v_opt = torch.optim.Adam(self.v.parameters(), lr=config.lr)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
 
-    def setup(self, ds) -> None:
+    def setup(self, ds, workdir=None) -> None:
         batch = ds.batch(np.arange(min(len(ds), 1000)))
         if not np.array_equal(batch.observations[ds.agents[0]], batch.states):
             raise ValueError(f"iql is centralized: it needs {ds.agents[0]} to observe the full state, which "

@@ -45,7 +45,7 @@ class ITD3BC(Algorithm):
         self.act_mask = spec.act_mask().to(device)  # zero on padded action dims
         self.act_dims = torch.tensor(spec.act_dims, dtype=torch.float32, device=device).unsqueeze(1)  # (A, 1)
 
-    def setup(self, ds) -> None:
+    def setup(self, ds, workdir=None) -> None:
         if self.config.normalize_observations:
             mean, std = observation_stats(ds, self.spec)
             for net in (self.actor.net, self.actor_target.net):

@@ -44,7 +44,7 @@ class MATD3BC(Algorithm):
         # positions of the real action dims in the flattened (agent, dim) layout: the joint action
         self.joint_columns = self.act_mask.squeeze(1).flatten().nonzero().squeeze(-1)
 
-    def setup(self, ds) -> None:
+    def setup(self, ds, workdir=None) -> None:
         if self.config.normalize_observations:
             mean, std = observation_stats(ds, self.spec)
             for net in (self.actor.net, self.actor_target.net):

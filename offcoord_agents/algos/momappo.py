@@ -1,0 +1,232 @@
+"""MOMA-PPO: model-based offline multi-agent PPO (Barde et al., AAMAS 2024).
+
+1. Fit an ensemble of probabilistic world models of the joint system on the dataset and keep the
+   elites (``offcoord_agents.world_model``).
+2. Repeat: start ``rollouts`` synthetic rollouts from dataset states, let the current
+   decentralized actors act in the model (``WorldModelEnv``: clipping, disagreement truncation,
+   uncertainty-penalized reward), and update the team with multi-agent PPO — decentralized
+   Gaussian (or categorical) actors on each agent's own observation, one centralized critic on
+   the global state, GAE, clipped surrogate and value losses, advantage normalization, and an
+   entropy bonus whose weight adapts toward a target entropy.
+
+The agents meet each other through the model, which is what lets them agree on one strategy and
+improve on the data together. One training "step" of this module is one PPO iteration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from offcoord_agents.core import Algorithm, TrainConfig, optimize
+from offcoord_agents.data import TaskSpec, stack_agents
+from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
+from offcoord_agents.policy import TeamPolicy
+from offcoord_agents.world_model import WorldModel, WorldModelConfig
+from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv
+
+
+@dataclass
+class MOMAPPOConfig(TrainConfig):
+    steps: int = 2_000  # PPO iterations
+    eval_every: int = 50
+    checkpoint_every: int = 50
+    log_every: int = 10
+    rollouts: int = 1_024  # synthetic rollouts started per iteration
+    ppo_epochs: int = 5  # passes over each iteration's rollouts
+    minibatches: int = 4  # minibatches per pass
+    clip: float = 0.2  # PPO ratio clip (and value clip)
+    gae_lambda: float = 0.98  # as in the public code
+    target_entropy_per_dim: float = -1.0  # continuous actions: nats per action dim the entropy weight aims at
+    target_entropy_discrete: float = 0.1  # discrete actions: nats per agent
+    initial_entropy_coef: float = 0.01
+    # world model (offcoord_agents.world_model.WorldModelConfig)
+    wm_members: int = 7
+    wm_elites: int = 5
+    wm_hidden: tuple[int, ...] = (200, 200, 200, 200)
+    wm_max_steps: int = 50_000
+    wm_eval_every: int = 500
+    wm_patience: int = 5
+    # synthetic rollouts (offcoord_agents.world_model_env.RolloutConfig)
+    horizon: int = 10  # rollout length k (1 for the one-step coordination game)
+    disagreement_threshold: float = 2.0
+    lambda_r: float = 0.05
+    lambda_g: float = 0.1
+
+
+class MOMAPPO(Algorithm):
+    name = "momappo"
+    Config = MOMAPPOConfig
+    uses_batches = False  # it trains on its own synthetic rollouts
+
+    def __init__(self, spec: TaskSpec, config: MOMAPPOConfig, device: torch.device):
+        super().__init__(spec, config, device)
+        A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
+        actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
+        self.actor = actor_cls(A, O, U, config.hidden).to(device)
+        self.critic = StackedMLP(1, spec.state_dim, 1, config.hidden).to(device)
+        self.log_entropy_coef = torch.nn.Parameter(torch.tensor(math.log(config.initial_entropy_coef)))
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
+        self.entropy_opt = torch.optim.Adam([self.log_entropy_coef], lr=config.lr)
+        self.act_mask = spec.act_mask().to(device)
+        self.obs_mask = spec.obs_mask().to(device)
+        if spec.discrete:
+            self.target_entropy = torch.full((A,), config.target_entropy_discrete)
+        else:
+            self.target_entropy = torch.tensor(spec.act_dims, dtype=torch.float32) * config.target_entropy_per_dim
+        self.world_model: WorldModel | None = None
+        self.env: WorldModelEnv | None = None
+
+    # ------------------------------------------------------------------ setup: the world model
+    def setup(self, ds, workdir: Path | None = None) -> None:
+        cfg = self.config
+        wm_config = WorldModelConfig(members=cfg.wm_members, elites=cfg.wm_elites, hidden=tuple(cfg.wm_hidden),
+                                     max_steps=cfg.wm_max_steps, eval_every=cfg.wm_eval_every, patience=cfg.wm_patience)
+        path = Path(workdir) / "world_model.pt" if workdir else None
+        if path is not None and path.exists():
+            self.world_model = WorldModel.load(path)  # trained by an earlier, interrupted session of this run
+        else:
+            self.world_model = WorldModel.fit(ds, wm_config, seed=int(torch.initial_seed()) % 2**31)
+            if path is not None:
+                self.world_model.save(path)
+        rollout = RolloutConfig(horizon=cfg.horizon, disagreement_threshold=cfg.disagreement_threshold,
+                                lambda_r=cfg.lambda_r, lambda_g=cfg.lambda_g)
+        self.env = WorldModelEnv(self.world_model, ds, rollout, num_envs=cfg.rollouts,
+                                 seed=int(torch.initial_seed()) % 2**31)
+
+    def state_dict(self):
+        return {**super().state_dict(), "rollout_generator": self.env.generator.get_state(),
+                "log_entropy_coef": self.log_entropy_coef.detach().clone()}
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.env.generator.set_state(state["rollout_generator"])
+        with torch.no_grad():
+            self.log_entropy_coef.copy_(state["log_entropy_coef"])
+
+    # ------------------------------------------------------------------ acting
+    def _dist_stats(self, obs: torch.Tensor, actions: torch.Tensor | None = None):
+        """Sample (if ``actions`` is None) and return ``(actions, log_prob (A, B), entropy (A, B))``."""
+        if self.spec.discrete:
+            logits = self.actor.logits(obs, self.act_mask)
+            dist = torch.distributions.Categorical(logits=logits)
+            if actions is None:
+                actions = dist.sample()
+            return actions, dist.log_prob(actions), dist.entropy()
+        dist = self.actor.distribution(obs)
+        if actions is None:
+            actions = dist.sample() * self.act_mask
+        log_prob = (dist.log_prob(actions) * self.act_mask).sum(-1)
+        entropy = (dist.entropy() * self.act_mask).sum(-1)
+        return actions, log_prob, entropy
+
+    def _to_env_actions(self, actions: torch.Tensor) -> dict[str, np.ndarray]:
+        out = {}
+        for i, (a, d) in enumerate(zip(self.spec.agents, self.spec.act_dims)):
+            out[a] = actions[i].numpy() if self.spec.discrete else actions[i, :, :d].clamp(-1, 1).numpy()
+        return out
+
+    @torch.no_grad()
+    def collect(self):
+        """Synthetic rollouts with the current actors; returns flat tensors of the valid steps."""
+        env, spec = self.env, self.spec
+        obs = env.reset_batch()
+        T, N = self.config.horizon, env.num_envs
+        buf = {k: [] for k in ("obs", "states", "actions", "logp", "rewards", "terms", "ends", "valid", "next_states")}
+        raw, cuts = [], []
+        for _ in range(T):
+            o = torch.from_numpy(stack_agents(obs, spec.agents, spec.max_obs_dim))
+            states = torch.from_numpy(env.state_batch())
+            actions, logp, _ = self._dist_stats(o)
+            obs, rewards, terms, truncs, info = env.step_batch(self._to_env_actions(actions))
+            buf["obs"].append(o)
+            buf["states"].append(states)
+            buf["actions"].append(actions)
+            buf["logp"].append(logp)
+            buf["rewards"].append(torch.from_numpy(rewards))
+            buf["terms"].append(torch.from_numpy(terms).float())
+            buf["ends"].append(torch.from_numpy(terms | truncs).float())
+            buf["valid"].append(torch.from_numpy(info["active_before"]))
+            buf["next_states"].append(torch.from_numpy(env.state_batch()))
+            raw.append(info["raw_reward"][info["active_before"]])
+            cuts.append(info["disagreement_cut"].sum())
+            if not info["active_before"].any():
+                break
+        steps = len(buf["rewards"])
+        stacked = {k: torch.stack(v) for k, v in buf.items()}  # (T, ...)
+        values = self.critic(stacked["states"].reshape(1, -1, spec.state_dim)).view(steps, N)
+        next_values = self.critic(stacked["next_states"].reshape(1, -1, spec.state_dim)).view(steps, N)
+        advantages = torch.zeros(steps, N)
+        gae = torch.zeros(N)
+        gamma, lam = self.config.gamma, self.config.gae_lambda
+        for t in reversed(range(steps)):
+            # bootstrap through truncations (horizon, disagreement), not through terminations
+            delta = stacked["rewards"][t] + gamma * next_values[t] * (1 - stacked["terms"][t]) - values[t]
+            gae = delta + gamma * lam * (1 - stacked["ends"][t]) * gae
+            advantages[t] = gae
+        returns = advantages + values
+        valid = stacked["valid"].reshape(-1)
+        flat = lambda x: x.reshape(steps * N, *x.shape[2:])[valid]  # noqa: E731
+        batch = {
+            "obs": stacked["obs"].permute(0, 2, 1, 3).reshape(steps * N, spec.n_agents, -1)[valid],
+            "actions": (stacked["actions"].permute(0, 2, 1) if spec.discrete else stacked["actions"].permute(0, 2, 1, 3))
+            .reshape(steps * N, spec.n_agents, *(() if spec.discrete else (spec.max_act_dim,)))[valid],
+            "logp": stacked["logp"].permute(0, 2, 1).reshape(steps * N, spec.n_agents)[valid],
+            "states": flat(stacked["states"]),
+            "advantages": flat(advantages),
+            "returns": flat(returns),
+            "values": flat(values),
+        }
+        stats = {"synthetic_reward": float(np.concatenate(raw).mean()) if raw else 0.0,
+                 "penalized_reward": float(stacked["rewards"].reshape(-1)[valid].mean()),
+                 "disagreement_cuts": float(np.sum(cuts)) / N, "rollout_steps": float(valid.sum()) / N}
+        return batch, stats
+
+    # ------------------------------------------------------------------ learning
+    def update(self, batch, step: int) -> dict[str, float]:
+        cfg = self.config
+        data, stats = self.collect()
+        n = len(data["returns"])
+        adv = (data["advantages"] - data["advantages"].mean()) / (data["advantages"].std() + 1e-8)
+        mb = max(1, n // cfg.minibatches)
+        metrics = {}
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(n)
+            for start in range(0, n, mb):
+                idx = order[start : start + mb]
+                obs = data["obs"][idx].permute(1, 0, 2)  # (A, b, O)
+                actions = data["actions"][idx].transpose(0, 1)
+                _, logp, entropy = self._dist_stats(obs, actions)
+                ratio = (logp - data["logp"][idx].t()).exp()  # (A, b)
+                a = adv[idx].unsqueeze(0)
+                surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
+                coef = self.log_entropy_coef.exp().detach()
+                actor_loss = -(surrogate.mean(1)).sum() - coef * entropy.mean(1).sum()
+                optimize(self.actor_opt, actor_loss, self.actor.parameters(), cfg.grad_clip)
+
+                v = self.critic(data["states"][idx].unsqueeze(0))[0, :, 0]
+                v_old = data["values"][idx]
+                v_clipped = v_old + (v - v_old).clamp(-cfg.clip, cfg.clip)
+                ret = data["returns"][idx]
+                value_loss = 0.5 * torch.max((v - ret) ** 2, (v_clipped - ret) ** 2).mean()
+                optimize(self.critic_opt, value_loss, self.critic.parameters(), cfg.grad_clip)
+
+                entropy_gap = (entropy.mean(1).detach() - self.target_entropy).mean()
+                entropy_loss = self.log_entropy_coef * entropy_gap
+                self.entropy_opt.zero_grad(set_to_none=True)
+                entropy_loss.backward()
+                self.entropy_opt.step()
+        metrics.update(stats)
+        metrics.update({"actor_loss": actor_loss.item(), "value_loss": value_loss.item(),
+                        "entropy": entropy.mean().item(), "entropy_coef": self.log_entropy_coef.exp().item(),
+                        "approx_kl": (data["logp"][idx].t() - logp).mean().item()})
+        return metrics
+
+    def policy(self) -> TeamPolicy:
+        return TeamPolicy(self.spec, self.actor, "categorical" if self.spec.discrete else "gaussian")
+

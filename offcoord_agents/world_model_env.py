@@ -1,0 +1,143 @@
+"""A learned world model as a PettingZoo ``ParallelEnv``: synthetic multi-agent rollouts with the
+paper's safeguards, so any online MARL algorithm can train on an offline dataset.
+
+- ``reset`` samples start states uniformly from the dataset;
+- each step, a random elite predicts the next state, reward and termination, sampled from its
+  Gaussian; predictions are clipped to the dataset's per-dimension bounding box;
+- the reward is penalized ``r - lambda_r * eps_r - lambda_g * eps_g`` (see
+  :func:`offcoord_agents.world_model.disagreement`, computed on the unclipped elite means);
+- a rollout is truncated at ``horizon`` steps **or** as soon as ``eps_g`` exceeds
+  ``disagreement_threshold`` (the research code clamped eps before this test, so it never fired);
+- agents observe the predicted state through the task's own view (``dataset.view``), the same
+  function the environment and the dataset use.
+
+Batched: ``reset_batch``/``step_batch`` step ``num_envs`` rollouts at once (numpy in and out,
+``{agent: (N, ...)}``); ended rollouts stay frozen until the next ``reset_batch``. The PettingZoo
+methods ``reset``/``step`` are the single-rollout view of the same machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import offcoord
+import torch
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from offcoord_agents.data import TaskSpec, joint_action_matrix
+from offcoord_agents.world_model import WorldModel, disagreement
+
+
+@dataclass
+class RolloutConfig:
+    horizon: int = 10  # rollout length k (1 for the one-step coordination game)
+    disagreement_threshold: float = 2.0  # truncate when eps_g exceeds this
+    lambda_r: float = 0.05  # reward-variance penalty weight
+    lambda_g: float = 0.1  # joint-disagreement penalty weight
+    sample: bool = True  # sample from the elite's Gaussian (False: use its mean)
+
+
+class WorldModelEnv(ParallelEnv):
+    metadata = {"name": "offcoord_world_model_v0", "render_modes": [], "is_parallelizable": True}
+
+    def __init__(self, model: WorldModel, dataset: "offcoord.Dataset", config: RolloutConfig | None = None,
+                 num_envs: int = 1, seed: int | None = None):
+        self.model, self.dataset, self.config = model, dataset, config or RolloutConfig()
+        self.spec = TaskSpec.from_dataset(dataset)
+        self.possible_agents = list(dataset.agents)
+        self.agents: list[str] = []
+        self.observation_spaces = {a: dataset.observation_space(a) for a in self.possible_agents}
+        env = offcoord.make(dataset.env_id)
+        self.action_spaces = {a: env.action_space(a) for a in self.possible_agents}
+        env.close()
+        self.state_space = spaces.Box(-np.inf, np.inf, (self.spec.state_dim,), np.float32)
+        self.num_envs = num_envs
+        self.generator = torch.Generator().manual_seed(seed if seed is not None else 0)
+        self._states = torch.zeros(num_envs, self.spec.state_dim)
+        self._active = torch.zeros(num_envs, dtype=torch.bool)
+        self._t = 0
+
+    def observation_space(self, agent):
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent):
+        return self.action_spaces[agent]
+
+    # ------------------------------------------------------------------ batched API
+    def observe(self, states: torch.Tensor) -> dict[str, np.ndarray]:
+        return self.dataset.view(states.numpy())
+
+    def reset_batch(self, seed: int | None = None, start_states: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Start ``num_envs`` rollouts from dataset states drawn uniformly (or from ``start_states``)."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        if start_states is None:
+            idx = torch.randint(len(self.dataset), (self.num_envs,), generator=self.generator).numpy()
+            start_states = self.dataset.states[np.sort(idx)]
+        self._states = torch.as_tensor(np.asarray(start_states, dtype=np.float32)).clone()
+        self.num_envs = len(self._states)
+        self._active = torch.ones(self.num_envs, dtype=torch.bool)
+        self._t = 0
+        return self.observe(self._states)
+
+    @torch.no_grad()
+    def step_batch(self, actions: dict[str, np.ndarray]):
+        """Step every active rollout; return ``(obs, rewards, terminations, truncations, infos)``.
+
+        ``rewards`` are penalized; ``infos`` holds the raw reward, ``eps_g``, ``eps_r`` and which
+        rollouts were cut by disagreement. Inactive rollouts get reward 0 and keep their state.
+        """
+        cfg = self.config
+        joint = torch.from_numpy(joint_action_matrix(self.spec, {a: np.asarray(actions[a]) for a in self.possible_agents}))
+        model = self.model
+        ns_raw, r_raw, std, done_p = model.predict(self._states, joint, clip=False)
+        e = model.elite_idx
+        ns_raw, r_raw, std, done_p = ns_raw[e], r_raw[e], std[e], done_p[e]
+        eps_g, eps_r = disagreement(ns_raw, r_raw)
+        n = self.num_envs
+        pick = torch.randint(len(e), (n,), generator=self.generator)
+        rows = torch.arange(n)
+        next_state, reward = ns_raw[pick, rows], r_raw[pick, rows]
+        if cfg.sample:
+            noise = torch.randn(n, self.spec.state_dim + 1, generator=self.generator) * std[pick, rows]
+            next_state, reward = next_state + noise[:, :-1], reward + noise[:, -1]
+        next_state, reward = model.clip(next_state, reward)
+        terminated = done_p[pick, rows] > 0.5
+        self._t += 1
+        cut = eps_g > cfg.disagreement_threshold
+        truncated = ~terminated & (cut | (self._t >= cfg.horizon))
+        active = self._active
+        penalized = torch.where(active, reward - cfg.lambda_r * eps_r - cfg.lambda_g * eps_g, torch.zeros(()))
+        self._states = torch.where(active[:, None], next_state, self._states)
+        terminated, truncated = terminated & active, truncated & active
+        self._active = active & ~terminated & ~truncated
+        infos = {"raw_reward": reward.numpy(), "eps_g": eps_g.numpy(), "eps_r": eps_r.numpy(),
+                 "disagreement_cut": (cut & active).numpy(), "active_before": active.numpy()}
+        return self.observe(self._states), penalized.numpy(), terminated.numpy(), truncated.numpy(), infos
+
+    def state_batch(self) -> np.ndarray:
+        return self._states.numpy().copy()
+
+    # ------------------------------------------------------------------ PettingZoo API (one rollout)
+    def reset(self, seed=None, options=None):
+        self.num_envs = 1
+        obs = self.reset_batch(seed=seed)
+        self.agents = list(self.possible_agents)
+        return {a: obs[a][0] for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        if not self.agents:
+            raise RuntimeError("the rollout is over; call reset() first")
+        batch = {a: np.asarray(actions[a])[None] for a in self.possible_agents}
+        obs, r, term, trunc, info = self.step_batch(batch)
+        agents = self.agents
+        if term[0] or trunc[0]:
+            self.agents = []
+        one = {k: v[0].item() for k, v in info.items()}
+        return ({a: obs[a][0] for a in agents}, {a: float(r[0]) for a in agents}, {a: bool(term[0]) for a in agents},
+                {a: bool(trunc[0]) for a in agents}, {a: dict(one) for a in agents})
+
+    def state(self) -> np.ndarray:
+        return self._states[0].numpy().copy()

@@ -1,0 +1,110 @@
+"""The world-model ensemble, WorldModelEnv's safeguards, and MOMA-PPO on the coordination game."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import offcoord_agents  # noqa: E402
+from offcoord_agents.world_model import WorldModel, WorldModelConfig, disagreement  # noqa: E402
+from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv  # noqa: E402
+
+SMALL_WM = WorldModelConfig(members=4, elites=3, hidden=(64, 64), max_steps=800, eval_every=200, patience=3)
+
+
+@pytest.fixture(scope="module")
+def reacher_model(tiny_datasets):
+    ds = tiny_datasets["reacher2-leader-only"]
+    return ds, WorldModel.fit(ds, SMALL_WM, seed=0, progress=False)
+
+
+def test_fit_is_deterministic_and_reports_held_out_error(tiny_datasets, reacher_model):
+    ds, model = reacher_model
+    again = WorldModel.fit(ds, SMALL_WM, seed=0, progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    rep = model.report
+    assert set(rep) >= {"state_rmse_normalized", "reward_rmse", "termination_accuracy", "elites"}
+    assert len(rep["elites"]) == 3 and rep["state_rmse_normalized"] < 1.0  # better than predicting the mean change
+    assert rep["termination_accuracy"] == 1.0  # the reacher never terminates
+
+
+def test_save_and_load(reacher_model, tmp_path):
+    _, model = reacher_model
+    loaded = WorldModel.load(model.save(tmp_path / "wm.pt"))
+    s = torch.zeros(5, model.state_dim)
+    a = torch.zeros(5, model.joint_act_dim)
+    for x, y in zip(model.predict(s, a), loaded.predict(s, a)):
+        assert torch.equal(x, y)
+    (tmp_path / "bad.pt").write_bytes(b"nope")
+    with pytest.raises(RuntimeError, match="bad.pt.*corrupted"):
+        WorldModel.load(tmp_path / "bad.pt")
+
+
+def test_disagreement_matches_its_definition():
+    torch.manual_seed(0)
+    ns, r = torch.randn(5, 3, 4), torch.randn(5, 3)
+    eps_g, eps_r = disagreement(ns, r)
+    for b in range(3):
+        x = torch.cat([ns[:, b], r[:, b, None]], 1).numpy()
+        assert eps_g[b].item() == pytest.approx(np.linalg.norm(np.cov(x, rowvar=False), "fro"), rel=1e-5)
+        assert eps_r[b].item() == pytest.approx(np.var(r[:, b].numpy(), ddof=1), rel=1e-5)
+
+
+def test_truncation_fires_out_of_distribution_only(reacher_model):
+    ds, model = reacher_model
+    generous = WorldModelEnv(model, ds, RolloutConfig(horizon=10, disagreement_threshold=50.0), num_envs=256, seed=0)
+    generous.reset_batch()
+    for _ in range(10):
+        _, _, _, _, info = generous.step_batch({a: np.zeros((256, 1), np.float32) for a in ds.agents})
+        assert not info["disagreement_cut"].any()
+    env = WorldModelEnv(model, ds, RolloutConfig(horizon=10, disagreement_threshold=2.0), num_envs=64, seed=0)
+    far = np.asarray(ds.states[:64]) + 20.0 * np.asarray(ds.states).std(0)  # far outside the data
+    env.reset_batch(start_states=far)
+    _, _, _, trunc, info = env.step_batch({a: np.zeros((64, 1), np.float32) for a in ds.agents})
+    assert info["disagreement_cut"].mean() > 0.9 and trunc[info["disagreement_cut"]].all()
+
+
+def test_rollouts_clip_penalize_and_use_the_dataset_view(reacher_model):
+    ds, model = reacher_model
+    cfg = RolloutConfig(horizon=3, lambda_r=0.05, lambda_g=0.1)
+    env = WorldModelEnv(model, ds, cfg, num_envs=128, seed=1)
+    obs = env.reset_batch()
+    assert obs["agent_0"].shape == (128, 8) and obs["agent_1"].shape == (128, 6)
+    for t in range(3):
+        acts = {a: np.random.default_rng(t).uniform(-1, 1, (128, 1)).astype(np.float32) for a in ds.agents}
+        obs, r, term, trunc, info = env.step_batch(acts)
+        states = env.state_batch()
+        assert np.all(states >= model.state_low.numpy() - 1e-6) and np.all(states <= model.state_high.numpy() + 1e-6)
+        expected = info["raw_reward"] - 0.05 * info["eps_r"] - 0.1 * info["eps_g"]
+        alive = info["active_before"]
+        assert np.allclose(r[alive], expected[alive], atol=1e-6)
+        view = ds.view(states)
+        assert all(np.array_equal(obs[a], view[a]) for a in ds.agents)
+    assert trunc.all()  # the horizon ends every rollout still running
+
+
+def test_world_model_env_passes_the_pettingzoo_api(reacher_model):
+    from pettingzoo.test import parallel_api_test
+
+    ds, model = reacher_model
+    parallel_api_test(WorldModelEnv(model, ds, RolloutConfig(horizon=5), seed=0), num_cycles=20)
+
+
+def test_momappo_agrees_where_model_free_methods_fail(cache):
+    """Coordination game, one seed per dataset here (the 5-seed table is in the slow test)."""
+    cfg = dict(steps=30, eval_every=30, eval_episodes=2, hidden=(64, 64), rollouts=512, horizon=1,
+               wm_hidden=(64, 64), wm_max_steps=1500, wm_eval_every=250)
+    for dataset in ("coordination-neutral", "coordination-unfavorable"):
+        policy = offcoord_agents.train("momappo", dataset, seed=0, config=cfg, progress=False)
+        assert policy.meta["evals"][-1]["normalized_score"] >= 0.95, dataset
+
+
+@pytest.mark.slow
+def test_momappo_coordination_table_five_seeds(cache):
+    cfg = dict(steps=30, eval_every=30, eval_episodes=2, hidden=(64, 64), rollouts=512, horizon=1,
+               wm_hidden=(64, 64), wm_max_steps=1500, wm_eval_every=250)
+    for dataset in ("coordination-favorable", "coordination-neutral", "coordination-unfavorable"):
+        scores = [offcoord_agents.train("momappo", dataset, seed=s, config=cfg, progress=False).meta["evals"][-1]["normalized_score"]
+                  for s in range(5)]
+        assert min(scores) >= 0.95, (dataset, scores)
