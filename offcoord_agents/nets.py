@@ -60,6 +60,21 @@ class StackedMLP(nn.Module):
             x = F.relu(layer(x))
         return self.layers[-1](x)
 
+    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member on the same input ``(batch, in)`` -> ``(members, batch, out)``.
+
+        The first layer is one wide GEMM against all members' weights side by side (no input copies).
+        """
+        M = self.members
+        if self.input_mean.any() or (self.input_std != 1).any():  # per-member normalization: inputs differ
+            return self(x.expand(M, *x.shape))
+        first = self.layers[0]
+        h = x @ first.weight.permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
+        h = h.view(x.shape[0], M, -1).transpose(0, 1) + first.bias
+        for layer in self.layers[1:]:
+            h = layer(F.relu(h))
+        return h
+
     def member_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Member ``i`` alone on ``(batch, in)``: what one agent computes at decentralized execution."""
         x = (x - self.input_mean[i]) / self.input_std[i]

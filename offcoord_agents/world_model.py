@@ -68,10 +68,11 @@ class WorldModel(nn.Module):
         self.report: dict = {}
 
     # ------------------------------------------------------------------ forward
-    def _raw(self, states: torch.Tensor, joint_actions: torch.Tensor, members: int | None = None):
-        """``states (M, B, S)``, ``joint (M, B, J)`` -> normalized means, log-stds, termination logits."""
+    def _raw(self, states: torch.Tensor, joint_actions: torch.Tensor):
+        """``states``/``joint`` of shape ``(M, B, .)`` (one batch per member) or ``(B, .)`` (shared by
+        all members) -> normalized means, log-stds, termination logits, each ``(M, B, .)``."""
         x = (torch.cat([states, joint_actions], -1) - self.in_mean) / self.in_std
-        out = self.net(x)
+        out = self.net(x) if x.dim() == 3 else self.net.forward_shared(x)
         S1 = self.state_dim + 1
         mean, log_std, logit = out[..., :S1], out[..., S1 : 2 * S1], out[..., -1]
         log_std = self.max_log_std - F.softplus(self.max_log_std - log_std)
@@ -84,8 +85,7 @@ class WorldModel(nn.Module):
         Returns ``(next_state_mean (M, B, S), reward_mean (M, B), std (M, B, S+1) in target units,
         done_prob (M, B))``; with ``clip`` the means are clipped to the dataset's bounding box.
         """
-        M = self.net.members
-        mean, log_std, logit = self._raw(states.expand(M, *states.shape), joint_actions.expand(M, *joint_actions.shape))
+        mean, log_std, logit = self._raw(states, joint_actions)  # one shared input for every member
         mean = mean * self.out_std + self.out_mean
         std = log_std.exp() * self.out_std
         next_state, reward = states + mean[..., :-1], mean[..., -1]
@@ -182,7 +182,7 @@ class WorldModel(nn.Module):
     def holdout_losses(self, states, joint, targets, dones) -> torch.Tensor:
         """Per member: mean squared error of the normalized mean prediction + BCE (the elite criterion)."""
         M = self.net.members
-        mean, _, logit = self._raw(states.expand(M, *states.shape), joint.expand(M, *joint.shape))
+        mean, _, logit = self._raw(states, joint)
         z = (targets - self.out_mean) / self.out_std
         mse = ((z - mean) ** 2).mean((1, 2))
         bce = F.binary_cross_entropy_with_logits(logit, dones.expand(M, -1), reduction="none").mean(1)
