@@ -215,7 +215,8 @@ def _check_action(agent: AgentID, action: object, space: spaces.Space) -> np.nda
         return arr.astype(np.int64)
     if isinstance(space, spaces.Box):
         try:
-            arr = np.asarray(action, dtype=space.dtype)
+            with np.errstate(over="ignore"):  # a float too large for float32 becomes inf, caught below
+                arr = np.asarray(action, dtype=space.dtype)
         except (TypeError, ValueError):
             raise ValueError(f"agent {agent!r}: action {action!r} is not numeric; expected {space}") from None
         if arr.shape != space.shape:
