@@ -56,24 +56,11 @@ def env_throughput(seconds: float = 3.0) -> None:
                 return k * n * len(ds.agents) / (time.perf_counter() - t0)
 
             batched = rate(lambda: env.step_batch(actions))
-            model.predict = lambda s, j, clip=True: _looped_predict(model, s, j, clip)
+            stacked_predict = model.predict
+            model.predict = lambda s, j, clip=True: stacked_predict(s, j, clip, member_loop=True)
             looped = rate(lambda: env.step_batch(actions))
             del model.predict  # back to the class's stacked predict
             print(f"{n:>10}{batched:>14,.0f}{looped:>14,.0f}{batched / looped:>7.2f}x   {'PASS' if batched > looped else 'FAIL'}")
-
-
-def _looped_predict(model, states, joint, clip=True):
-    """The same ensemble, one member at a time (what stacking replaces)."""
-    x = (torch.cat([states, joint], -1) - model.in_mean) / model.in_std
-    out = torch.stack([model.net.member_forward(i, x) for i in range(model.net.members)])
-    S1 = model.state_dim + 1
-    mean, log_std, logit = out[..., :S1], out[..., S1 : 2 * S1], out[..., -1]
-    mean = mean * model.out_std + model.out_mean
-    std = log_std.exp() * model.out_std
-    ns, r = states + mean[..., :-1], mean[..., -1]
-    if clip:
-        ns, r = model.clip(ns, r)
-    return ns, r, std, torch.sigmoid(logit)
 
 
 def _coordination_run(args):

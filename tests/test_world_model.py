@@ -29,6 +29,13 @@ def test_fit_is_deterministic_and_reports_held_out_error(tiny_datasets, reacher_
     assert rep["termination_accuracy"] == 1.0  # the reacher never terminates
 
 
+def test_stacked_ensemble_equals_a_loop_over_members(reacher_model):
+    _, model = reacher_model
+    s, a = torch.randn(9, model.state_dim), torch.rand(9, model.joint_act_dim) * 2 - 1
+    for x, y in zip(model.predict(s, a), model.predict(s, a, member_loop=True)):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
 def test_save_and_load(reacher_model, tmp_path):
     _, model = reacher_model
     loaded = WorldModel.load(model.save(tmp_path / "wm.pt"))
