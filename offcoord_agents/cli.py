@@ -61,6 +61,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from pathlib import Path
+
+    from offcoord_agents.reproduce import plan, run_all, summarize
+
+    runs = plan(args.table, args.tier)
+    out = Path(args.out)
+    print(f"{args.table} table, {args.tier} tier: {len(runs)} runs into {out / args.table} ({args.backend} backend)")
+    run_all(runs, out, backend=args.backend, workers=args.workers, address=args.address)
+    print(summarize(args.table, runs, out, args.tier))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offcoord-agents", description="Train and evaluate offline multi-agent RL agents on offcoord datasets.")
     parser.add_argument("--version", action="version", version=f"offcoord-agents {offcoord_agents.__version__}")
@@ -80,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("reproduce", help="run a paper table (algorithms x datasets x seeds) and print it beside the paper's")
+    p.add_argument("table", help="coordination or reacher")
+    p.add_argument("--tier", default="quick", help="smoke (minutes, CI), quick (hours on 2 cores), paper (the paper's budgets)")
+    p.add_argument("--out", default="runs/reproduce", help="output directory (finished runs there are skipped)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=int, default=None, help="local backend: processes (default: one per core)")
+    p.add_argument("--address", default=None, help="ray backend: address of an existing cluster (default: start a local Ray)")
+    p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("evaluate", help="evaluate a saved policy with decentralized execution")
     p.add_argument("policy", help="a policy.pt written by training")
     p.add_argument("env_id")
