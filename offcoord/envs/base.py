@@ -49,6 +49,8 @@ class JointLayout:
             raise ValueError(f"agents' action columns {cols} must cover 0..{self.joint_action_dim - 1} exactly once")
         if self.discrete and any(len(self.action_columns[a]) != 1 for a in self.agents):
             raise ValueError("a discrete agent controls exactly one column")
+        order = np.array([c for a in self.agents for c in self.action_columns[a]])  # agent-major -> joint column
+        object.__setattr__(self, "_inverse_order", np.argsort(order))
 
     def split(self, joint_actions: np.ndarray) -> dict[AgentID, np.ndarray]:
         """Joint actions ``(..., joint_action_dim)`` -> per-agent actions (a fancy-indexed copy)."""
@@ -59,6 +61,9 @@ class JointLayout:
 
     def join(self, actions: Mapping[AgentID, np.ndarray], dtype=None) -> np.ndarray:
         """Per-agent actions (each with the same leading batch shape) -> joint action array."""
+        if not self.discrete and dtype is None and np.ndim(actions[self.agents[0]]) == 1:
+            # one step's actions (the hot path of env.step): one concatenate, one permutation
+            return np.concatenate([actions[a] for a in self.agents]).astype(np.float32, copy=False)[self._inverse_order]
         first = np.asarray(actions[self.agents[0]])
         batch = first.shape if self.discrete else first.shape[:-1]
         dtype = dtype or (np.int64 if self.discrete else np.float32)
@@ -144,7 +149,10 @@ class OffcoordParallelEnv(ParallelEnv):
         if self._episode_over:
             raise EpisodeOverError("the episode is over (every agent terminated or truncated); call reset() first")
         agents = self.agents
-        reward, terminated, truncated, info = self._advance(self.layout.join(self.validate_actions(actions)))
+        checked = self._coerce_actions(actions)
+        joint = self.layout.join(checked)
+        self._check_bounds(checked, joint)
+        reward, terminated, truncated, info = self._advance(joint)
         observations = self.observe_state(self.state())
         rewards = {a: float(reward) for a in agents}
         terminations = {a: bool(terminated) for a in agents}
@@ -192,19 +200,34 @@ class OffcoordParallelEnv(ParallelEnv):
 
     def validate_actions(self, actions: Mapping[AgentID, object]) -> dict[AgentID, np.ndarray]:
         """Check one action per live agent against its space; raise ``ValueError`` naming the agent."""
+        checked = self._coerce_actions(actions)
+        self._check_bounds(checked, self.layout.join(checked))
+        return checked
+
+    def _coerce_actions(self, actions: Mapping[AgentID, object]) -> dict[AgentID, np.ndarray]:
+        """The right agents, each action of the right type and shape (discrete actions fully checked)."""
         if not isinstance(actions, Mapping):
             raise ValueError(f"actions must be a dict keyed by agent {self.agents}; got {type(actions).__name__}")
         missing = [a for a in self.agents if a not in actions]
         extra = [a for a in actions if a not in self.agents]
         if missing or extra:
             raise ValueError(f"actions must have exactly the agents {self.agents}; missing {missing}, unexpected {extra}")
-        return {a: _check_action(a, actions[a], self.action_spaces[a]) for a in self.agents}
+        return {a: _coerce_action(a, actions[a], self.action_spaces[a]) for a in self.agents}
+
+    def _check_bounds(self, checked: Mapping[AgentID, np.ndarray], joint: np.ndarray) -> None:
+        """Every agent's bounds in one vectorized pass; on failure, find the agent to name."""
+        if self.layout.discrete:
+            return
+        low, high = self._joint_bounds()
+        if not ((joint >= low).all() and (joint <= high).all()):  # NaN fails both: lands here too
+            for a in self.agents:
+                _check_box_bounds(a, checked[a], self.action_spaces[a])
 
     def close(self):
         pass
 
 
-def _check_action(agent: AgentID, action: object, space: spaces.Space) -> np.ndarray:
+def _coerce_action(agent: AgentID, action: object, space: spaces.Space) -> np.ndarray:
     if isinstance(space, spaces.Discrete):
         arr = np.asarray(action)
         if arr.shape != () or not np.issubdtype(arr.dtype, np.integer) or not space.contains(arr.astype(space.dtype)):
@@ -215,16 +238,18 @@ def _check_action(agent: AgentID, action: object, space: spaces.Space) -> np.nda
         return arr.astype(np.int64)
     if isinstance(space, spaces.Box):
         try:
-            with np.errstate(over="ignore"):  # a float too large for float32 becomes inf, caught below
+            with np.errstate(over="ignore"):  # a float too large for float32 becomes inf, caught by the bounds
                 arr = np.asarray(action, dtype=space.dtype)
         except (TypeError, ValueError):
             raise ValueError(f"agent {agent!r}: action {action!r} is not numeric; expected {space}") from None
         if arr.shape != space.shape:
             raise ValueError(f"agent {agent!r}: action has shape {arr.shape}, expected {space.shape} for {space}")
-        # One comparison pass on the hot path: NaN fails both bounds, so it lands in the slow branch too.
-        if not (arr >= space.low).all() or not (arr <= space.high).all():
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"agent {agent!r}: action {arr.tolist()} contains NaN or inf; expected {space}")
-            raise ValueError(f"agent {agent!r}: action {arr.tolist()} is outside {space}; clip it to the bounds")
         return arr
     raise TypeError(f"unsupported action space {space}")
+
+
+def _check_box_bounds(agent: AgentID, arr: np.ndarray, space: spaces.Box) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"agent {agent!r}: action {arr.tolist()} contains NaN or inf; expected {space}")
+    if np.any(arr < space.low) or np.any(arr > space.high):
+        raise ValueError(f"agent {agent!r}: action {arr.tolist()} is outside {space}; clip it to the bounds")
