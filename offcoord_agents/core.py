@@ -45,6 +45,7 @@ class TrainConfig:
     eval_seed: int = 10_000  # evaluation seeds differ from training seeds by construction
     checkpoint_every: int = 10_000  # steps between atomic checkpoints
     log_every: int = 1_000  # steps between training-loss log lines
+    time_limit_seconds: float | None = None  # stop (with a final evaluation) once training has run this long; for equal-wall-clock comparisons
 
 
 def pick_threads() -> int:
@@ -269,20 +270,24 @@ def run_training(
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{algo_cls.name} {dataset_id} seed {seed}", disable=disable_bar,
                mininterval=1.0, unit="step")
     t0 = time.perf_counter()
+    out_of_time = False
     try:
         for step in range(start + 1, cfg.steps + 1):
             metrics = algo.update(sampler.sample() if algo.uses_batches else None, step)
             bar.update(1)
+            out_of_time = cfg.time_limit_seconds is not None and time.perf_counter() - t0 >= cfg.time_limit_seconds
             if logger and step % cfg.log_every == 0:
                 logger.log("train", step, metrics)
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
                 result = evaluate_policy(algo.policy(), env_id, cfg)
                 evals.append({"step": step, **result})
                 bar.set_postfix({k: round(v, 3) for k, v in result.items() if k in ("mean_return", "normalized_score")})
                 if logger:
                     logger.log("eval", step, result)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 checkpoint(step)
+            if out_of_time:
+                break
     finally:
         bar.close()
         if logger:
@@ -293,7 +298,7 @@ def run_training(
         policy.save(out_dir / "policy.pt")
         final = evals[-1] if evals else {}
         results = {**run_meta, "versions": _versions(), "evals": evals, "final": final,
-                   "train_seconds_this_session": time.perf_counter() - t0}
+                   "train_seconds_this_session": time.perf_counter() - t0, "stopped_by_time_limit": out_of_time}
         atomic_write_json(out_dir / "results.json", results)
     policy.meta["evals"] = evals
     return policy

@@ -198,3 +198,11 @@ def test_policy_on_the_wrong_view_is_a_clear_error(tiny_datasets):
         offcoord.evaluate(policy, "reacher2-independent", episodes=1)
     iql = offcoord_agents.train("iql", tiny_datasets["coordination-game"], steps=2, config=SMALL, progress=False)
     assert iql.centralized
+
+
+def test_time_limit_stops_with_a_final_evaluation(tiny_datasets, tmp_path):
+    ds = tiny_datasets["coordination-game"]
+    policy = offcoord_agents.train("ibc", ds, steps=10_000, config={**SMALL, "time_limit_seconds": 0.0}, out=tmp_path,
+                                   progress=False)
+    assert [e["step"] for e in policy.meta["evals"]] == [1]
+    assert json.loads((tmp_path / "results.json").read_text())["stopped_by_time_limit"] is True
