@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
+from helpers import rollout, same
+
 import offcoord
 from offcoord.envs import ant
 from offcoord.policies import MLPPolicy, PolicyBehavior, load_policy
@@ -26,26 +28,6 @@ def _gym_ant(render_mode=None):
 
 def _random_actions(env, rng, scale=1.0):
     return {a: (scale * rng.uniform(-1, 1, size=2)).astype(np.float32) for a in env.agents}
-
-
-def _episode(env, seed, action_seed, scale=1.0):
-    """One full episode; returns (per-step observations, states, rewards, terminations, truncations)."""
-    rng = np.random.default_rng(action_seed)
-    obs, _ = env.reset(seed=seed)
-    trace = [(obs, env.state())]
-    while env.agents:
-        actions = _random_actions(env, rng, scale)
-        obs, rew, term, trunc, _ = env.step(actions)
-        trace.append((actions, obs, env.state(), rew, term, trunc))
-    return trace
-
-
-def _same(a, b):
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return np.array_equal(np.asarray(a), np.asarray(b))
 
 
 # ------------------------------------------------------------------------------ environment
@@ -71,11 +53,11 @@ def test_spaces(observability):
 
 def test_full_episode_determinism():
     """Same seed and actions: the same 1000-step episode, also after other episodes on the same env."""
-    first = _episode(offcoord.make("ant-po"), seed=3, action_seed=11, scale=0.3)
+    first = rollout(offcoord.make("ant-po"), seed=3, action_seed=11, scale=0.3)
     assert len(first) == 1001 and all(first[-1][5].values())  # ran to the time limit
     env = offcoord.make("ant-po")
-    _episode(env, seed=8, action_seed=2)
-    assert _same(_episode(env, seed=3, action_seed=11, scale=0.3), first)
+    rollout(env, seed=8, action_seed=2)
+    assert same(rollout(env, seed=3, action_seed=11, scale=0.3), first)
 
 
 @pytest.mark.parametrize("scale", [0.3, 1.0], ids=["to-time-limit", "to-termination"])
@@ -131,7 +113,7 @@ def test_joint_action_matches_mamujoco_ant_4x2():
             ant.LAYOUT.join(actions), ma.map_local_actions_to_global_action(actions).astype(np.float32)
         )
         split = ant.LAYOUT.split(ma.map_local_actions_to_global_action(actions))
-        assert _same({a: v.astype(np.float32) for a, v in split.items()}, actions)
+        assert same({a: v.astype(np.float32) for a, v in split.items()}, actions)
     ma.close()
 
 

@@ -8,35 +8,9 @@ from pettingzoo.test import parallel_api_test
 import offcoord
 from offcoord.errors import EpisodeOverError
 
+from helpers import rollout, same
+
 ENV_IDS = offcoord.list_envs()
-
-
-def _rollout(env, seed, action_seed, steps=None):
-    """Run one full episode with actions drawn from a seeded generator; return everything seen."""
-    rng = np.random.default_rng(action_seed)
-    obs, _ = env.reset(seed=seed)
-    trace = [obs]
-    t = 0
-    while env.agents and (steps is None or t < steps):
-        actions = {}
-        for a in env.agents:
-            space = env.action_space(a)
-            if isinstance(space, spaces.Discrete):
-                actions[a] = int(rng.integers(space.n))
-            else:
-                actions[a] = rng.uniform(space.low, space.high).astype(space.dtype)
-        obs, rew, term, trunc, _ = env.step(actions)
-        trace.append((actions, obs, rew, term, trunc, env.state().copy()))
-        t += 1
-    return trace
-
-
-def _same(a, b):
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return np.array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -62,20 +36,20 @@ def test_spaces_are_built_once_and_state_matches_space(env_id):
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_full_episode_determinism(env_id):
     """Same seed and same actions give the same episode to the last step (PettingZoo's seed test stops after one)."""
-    first = _rollout(offcoord.make(env_id), seed=123, action_seed=7)
-    second = _rollout(offcoord.make(env_id), seed=123, action_seed=7)
+    first = rollout(offcoord.make(env_id), seed=123, action_seed=7)
+    second = rollout(offcoord.make(env_id), seed=123, action_seed=7)
     assert len(first) > 1
-    assert _same(first, second)
+    assert same(first, second)
     # and the env's own reset with the same seed replays it too
     env = offcoord.make(env_id)
-    _rollout(env, seed=5, action_seed=1)
-    assert _same(_rollout(env, seed=123, action_seed=7), first)
+    rollout(env, seed=5, action_seed=1)
+    assert same(rollout(env, seed=123, action_seed=7), first)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_step_after_episode_end_is_an_error(env_id):
     env = offcoord.make(env_id)
-    _rollout(env, seed=0, action_seed=0)
+    rollout(env, seed=0, action_seed=0)
     assert env.agents == []
     with pytest.raises(EpisodeOverError, match="reset"):
         env.step({a: env.action_space(a).sample() for a in env.possible_agents})

@@ -1,0 +1,34 @@
+"""Helpers shared by the environment tests."""
+
+import numpy as np
+from gymnasium import spaces
+
+
+def rollout(env, seed, action_seed, scale=1.0):
+    """One full episode with seeded random actions (continuous ones scaled toward 0 by ``scale``).
+
+    Returns ``[(obs, state)]`` then one ``(actions, obs, state, rewards, terminations, truncations)`` per step.
+    """
+    rng = np.random.default_rng(action_seed)
+    obs, _ = env.reset(seed=seed)
+    trace = [(obs, env.state().copy())]
+    while env.agents:
+        actions = {}
+        for a in env.agents:
+            space = env.action_space(a)
+            if isinstance(space, spaces.Discrete):
+                actions[a] = int(rng.integers(space.n))
+            else:
+                actions[a] = (scale * rng.uniform(space.low, space.high)).astype(space.dtype)
+        obs, rew, term, trunc, _ = env.step(actions)
+        trace.append((actions, obs, env.state().copy(), rew, term, trunc))
+    return trace
+
+
+def same(a, b):
+    """Deep equality of nested dicts/tuples/lists of arrays and numbers."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return np.array_equal(np.asarray(a), np.asarray(b))
