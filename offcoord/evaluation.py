@@ -115,11 +115,9 @@ def evaluate(
             total, steps, info = 0.0, 0, {}
             states, joint = [env.state()], []
             while env.agents:
-                actions = act(obs)
-                if keep:
-                    joint.append(env.layout.join(env.validate_actions(actions)))
-                obs, rewards, _, _, step_infos = env.step(actions)
-                if keep:
+                obs, rewards, _, _, step_infos = env.step(act(obs))
+                if keep:  # the step validated the actions; keep the joint action it sent and the new state
+                    joint.append(env.last_joint_action)
                     states.append(env.state())
                 total += rewards[env.possible_agents[0]]  # team reward: every agent gets the same
                 info = step_infos.get(env.possible_agents[0], {})

@@ -121,16 +121,16 @@ def read_manifest(directory: Path, card_id: str) -> dict[str, Any]:
         raise DatasetCorruptedError(f"{path} is missing; {rebuild_hint(card_id)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetCorruptedError(f"{path} is corrupted ({e}); {rebuild_hint(card_id)}") from None
-    if isinstance(manifest, dict) and manifest.get("store_format_version") == STORE_FORMAT_VERSION and not (
-        isinstance(manifest.get("columns"), dict)
-        and all(isinstance(c, dict) and {"shape", "dtype", "bytes", "sha256"} <= set(c) for c in manifest["columns"].values())
-    ):
-        raise DatasetCorruptedError(f"{path} lacks a valid column table; {rebuild_hint(card_id)}")
     if not isinstance(manifest, dict) or manifest.get("store_format_version") != STORE_FORMAT_VERSION:
         raise DatasetCorruptedError(
             f"{path} has store format {manifest.get('store_format_version') if isinstance(manifest, dict) else '?'}, "
             f"this offcoord reads {STORE_FORMAT_VERSION}; {rebuild_hint(card_id)}"
         )
+    columns = manifest.get("columns")
+    if not isinstance(columns, dict) or not all(
+        isinstance(c, dict) and {"shape", "dtype", "bytes", "sha256"} <= set(c) for c in columns.values()
+    ):
+        raise DatasetCorruptedError(f"{path} lacks a valid column table; {rebuild_hint(card_id)}")
     return manifest
 
 

@@ -125,6 +125,7 @@ class OffcoordParallelEnv(ParallelEnv):
         self.agents: list[AgentID] = []
         self.observation_spaces = dict(self.view.observation_spaces)
         self._episode_over = True
+        self.last_joint_action: np.ndarray | None = None  # set by step(): the joint action sent to the simulator
 
     # PettingZoo asks that these return the same object on every call.
     def observation_space(self, agent: AgentID) -> spaces.Space:
@@ -152,6 +153,7 @@ class OffcoordParallelEnv(ParallelEnv):
         checked = self._coerce_actions(actions)
         joint = self.layout.join(checked)
         self._check_bounds(checked, joint)
+        self.last_joint_action = joint  # what the simulator received (evaluation records it)
         reward, terminated, truncated, info = self._advance(joint)
         observations = self.observe_state(self.state())
         rewards = {a: float(reward) for a in agents}
