@@ -9,6 +9,7 @@ ALGORITHMS = {
     "itd3bc": "offcoord_agents.algos.itd3bc:ITD3BC",
     "iql": "offcoord_agents.algos.iql:IQL",
     "maiql": "offcoord_agents.algos.maiql:MAIQL",
+    "maiql-ft": "offcoord_agents.algos.maiql_ft:MAIQLFT",
     "icql": "offcoord_agents.algos.icql:ICQL",
     "omar": "offcoord_agents.algos.omar:OMAR",
     "matd3bc": "offcoord_agents.algos.matd3bc:MATD3BC",

@@ -234,3 +234,30 @@ def disagreement(next_state_means: torch.Tensor, reward_means: torch.Tensor) -> 
     cov = torch.einsum("ebi,ebj->bij", centered, centered) / max(1, x.shape[0] - 1)
     return torch.linalg.matrix_norm(cov), reward_means.var(0, unbiased=x.shape[0] > 1)
 
+
+def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Path | None = None, seed: int = 0,
+                progress: bool | None = None) -> WorldModel:
+    """The world model of a training run: loaded from ``path`` when an earlier (interrupted) session of
+    the run saved one there with the same configuration, otherwise fit on ``ds`` and saved to ``path``.
+
+    A file fit with another configuration, dataset or seed (a run restarted with ``--no-resume`` in the
+    same directory) is replaced. Shared by every model-based algorithm (``momappo``, ``maiql-ft``).
+    """
+    path = Path(path) if path is not None else None
+    fitted_on = {"dataset": ds.id, "transitions": len(ds), "seed": seed}
+    if path is not None and path.exists():
+        model = WorldModel.load(path)
+        # files saved before "fitted_on" was recorded are trusted on their configuration alone
+        if asdict(model.config) == asdict(config) and model.report.get("fitted_on", fitted_on) == fitted_on:
+            return model  # trained by an earlier, interrupted session of this run
+    model = WorldModel.fit(ds, config, seed=seed, progress=progress)
+    model.report["fitted_on"] = fitted_on
+    if path is not None:
+        model.save(path)
+    return model
+
+
+def world_model_config(cfg) -> WorldModelConfig:
+    """The :class:`WorldModelConfig` named by an algorithm config's ``wm_*`` fields."""
+    return WorldModelConfig(members=cfg.wm_members, elites=cfg.wm_elites, hidden=tuple(cfg.wm_hidden),
+                            max_steps=cfg.wm_max_steps, eval_every=cfg.wm_eval_every, patience=cfg.wm_patience)

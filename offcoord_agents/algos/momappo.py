@@ -26,7 +26,7 @@ from offcoord_agents.core import Algorithm, TrainConfig, optimize
 from offcoord_agents.data import TaskSpec, stack_agents
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
 from offcoord_agents.policy import TeamPolicy
-from offcoord_agents.world_model import WorldModel, WorldModelConfig
+from offcoord_agents.world_model import WorldModel, fit_or_load, world_model_config
 from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv
 
 
@@ -85,15 +85,8 @@ class MOMAPPO(Algorithm):
     # ------------------------------------------------------------------ setup: the world model
     def setup(self, ds, workdir: Path | None = None) -> None:
         cfg = self.config
-        wm_config = WorldModelConfig(members=cfg.wm_members, elites=cfg.wm_elites, hidden=tuple(cfg.wm_hidden),
-                                     max_steps=cfg.wm_max_steps, eval_every=cfg.wm_eval_every, patience=cfg.wm_patience)
-        path = Path(workdir) / "world_model.pt" if workdir else None
-        if path is not None and path.exists():
-            self.world_model = WorldModel.load(path)  # trained by an earlier, interrupted session of this run
-        else:
-            self.world_model = WorldModel.fit(ds, wm_config, seed=int(torch.initial_seed()) % 2**31)
-            if path is not None:
-                self.world_model.save(path)
+        path = Path(workdir) / "world_model.pt" if workdir else None  # kept so that a resumed run does not fit it again
+        self.world_model = fit_or_load(ds, world_model_config(cfg), path, seed=int(torch.initial_seed()) % 2**31)
         rollout = RolloutConfig(horizon=cfg.horizon, disagreement_threshold=cfg.disagreement_threshold,
                                 lambda_r=cfg.lambda_r, lambda_g=cfg.lambda_g)
         self.env = WorldModelEnv(self.world_model, ds, rollout, num_envs=cfg.rollouts,
