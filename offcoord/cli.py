@@ -5,6 +5,7 @@
     offcoord generate ID [--force]        build a dataset from its card (ID may be "all")
     offcoord verify ID                    re-hash a cached dataset against its manifest
     offcoord export-minari ID [--force]   write a dataset as a local Minari dataset
+    offcoord render ENV_ID --policy NAME --out FILE.gif   a video of a scripted/behavior/random team
 """
 
 from __future__ import annotations
@@ -92,6 +93,23 @@ def cmd_export_minari(args) -> int:
     return 0
 
 
+def cmd_render(args) -> int:
+    from offcoord.render import make_policy, policy_names, render_from_args
+
+    try:
+        if args.list:
+            print("\n".join(policy_names(args.env_id)))
+            return 0
+        if not args.out:
+            raise ValueError("--out FILE.gif (or .mp4) is required")
+        path = render_from_args(args.env_id, make_policy(args.env_id, args.policy, seed=args.seed), args)
+    except (ValueError, ImportError, RuntimeError) as e:  # no frames, unknown policy, no Pillow, no OpenGL
+        print(f"offcoord: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.env_id} ({args.policy}): {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offcoord", description="Datasets and environments of the offline multi-agent coordination benchmark.")
     parser.add_argument("--version", action="version", version=f"offcoord {offcoord.__version__}")
@@ -115,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-episodes", type=int, default=None, help="export only the first N episodes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_export_minari)
+    from offcoord.render import add_render_arguments
+
+    p = sub.add_parser("render", help="write a GIF/MP4 of a team on a task (an expert, a dataset's behavior, random)")
+    p.add_argument("env_id", help="a MuJoCo task: reacher2-fo, reacher2-independent, reacher2-leader-only, ant-fo, ant-po")
+    p.add_argument("--policy", default="expert", help="expert, expert-clockwise, expert-counterclockwise, expert-mixed "
+                   "(reacher), random, or a dataset card's behavior (e.g. medium for ant-medium); --list shows them")
+    p.add_argument("--list", action="store_true", help="list the policies for ENV_ID and exit")
+    add_render_arguments(p)
+    p.set_defaults(func=cmd_render)
     return parser
 
 

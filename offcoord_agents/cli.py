@@ -3,6 +3,8 @@
     offcoord-agents list
     offcoord-agents train ALGO DATASET [--seed S] [--steps N] [--out DIR] [--set key=value ...] [--no-resume]
     offcoord-agents evaluate POLICY_FILE ENV_ID [--episodes 10] [--seed 0] [--stochastic]
+    offcoord-agents reproduce TABLE [--tier smoke|quick|paper] [--backend local|ray] [--address ADDR]
+    offcoord-agents render RUN_DIR_OR_POLICY_FILE --out FILE.gif [--env ENV_ID] [--episodes N]
 """
 
 from __future__ import annotations
@@ -74,6 +76,30 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+def cmd_render(args) -> int:
+    from pathlib import Path
+
+    from offcoord.render import render_from_args
+
+    path = Path(args.policy)
+    if path.is_dir():
+        path = path / "policy.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no policy file (give a run directory holding policy.pt, or the file)")
+    policy = offcoord_agents.load_policy(path, stochastic=args.stochastic, seed=args.seed)
+    env_id = args.env or getattr(getattr(policy, "spec", None), "env_id", None)
+    if not env_id:
+        raise ValueError(f"{path} does not say which environment it was trained on; pass --env ENV_ID")
+    if not args.out:
+        raise ValueError("--out FILE.gif (or .mp4) is required")
+    try:
+        out = render_from_args(env_id, policy, args)
+    except ImportError as e:
+        raise RuntimeError(str(e)) from None
+    print(f"{env_id} ({path}): {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offcoord-agents", description="Train and evaluate offline multi-agent RL agents on offcoord datasets.")
     parser.add_argument("--version", action="version", version=f"offcoord-agents {offcoord_agents.__version__}")
@@ -94,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("reproduce", help="run a paper table (algorithms x datasets x seeds) and print it beside the paper's")
-    p.add_argument("table", help="coordination or reacher")
+    p.add_argument("table", help="coordination, reacher or ant")
     p.add_argument("--tier", default="quick", help="smoke (minutes, CI), quick (hours on 2 cores), paper (the paper's budgets)")
     p.add_argument("--out", default="runs/reproduce", help="output directory (finished runs there are skipped)")
     p.add_argument("--backend", default="local", choices=["local", "ray"])
@@ -108,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mean/mode")
     p.set_defaults(func=cmd_evaluate)
+    from offcoord.render import add_render_arguments
+
+    p = sub.add_parser("render", help="write a GIF/MP4 of a saved agent on its task (decentralized execution)")
+    p.add_argument("policy", help="a run directory (holding policy.pt) or a policy.pt file")
+    p.add_argument("--env", default=None, help="environment id (default: the one the policy was trained on)")
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic mean/mode")
+    add_render_arguments(p)
+    p.set_defaults(func=cmd_render)
     return parser
 
 

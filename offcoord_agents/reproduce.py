@@ -2,11 +2,16 @@
 paper's published numbers.
 
     offcoord-agents reproduce coordination --tier quick --out runs/reproduce
+    offcoord-agents reproduce reacher --backend ray [--address HOST:PORT]
 
 Each run writes ``<out>/<table>/<algorithm>/<dataset>/seed<k>/`` (``results.json``, metrics,
 checkpoints); a finished run is skipped, an interrupted one resumes from its checkpoint. The
 table (mean ± std over seeds of each run's last evaluation) is printed and written as Markdown
 with the paper's number beside each cell, plus learning curves when matplotlib is installed.
+
+Backends give the same results (every run is seeded and trains with one torch thread): ``local``
+is a process pool with one worker per core; ``ray`` submits one Ray task per run, either to an
+existing cluster (``address``) or to a local Ray started with one CPU per core.
 """
 
 from __future__ import annotations
@@ -36,6 +41,25 @@ PAPER = {
         "reacher2-expert-leader-only": {"maiql": (0.80, 0.05), "matd3bc": (0.73, 0.02), "ibc": (0.84, 0.02),
                                         "itd3bc": (0.48, 0.04), "icql": (0.31, 0.05), "omar": (0.39, 0.02), "momappo": (1.00, 0.01)},
     },
+    # The paper has no MA-TD3+BC column for the ant (we run it; its cells show "[–]"), and no IQL on PO.
+    "ant": {
+        "ant-random-fo": {"iql": (0.12, 0.00), "maiql": (0.28, 0.01), "maiql-ft": (0.28, 0.03), "ibc": (0.31, 0.00),
+                          "itd3bc": (0.22, 0.02), "icql": (0.08, 0.00), "omar": (0.08, 0.00), "momappo": (0.52, 0.07)},
+        "ant-medium-fo": {"iql": (0.97, 0.02), "maiql": (0.85, 0.02), "maiql-ft": (0.81, 0.02), "ibc": (0.84, 0.01),
+                          "itd3bc": (1.04, 0.00), "icql": (0.88, 0.12), "omar": (1.10, 0.03), "momappo": (1.29, 0.06)},
+        "ant-full-replay-fo": {"iql": (1.22, 0.02), "maiql": (0.77, 0.21), "maiql-ft": (0.95, 0.13), "ibc": (1.20, 0.01),
+                               "itd3bc": (1.33, 0.01), "icql": (1.21, 0.02), "omar": (1.30, 0.00), "momappo": (1.42, 0.07)},
+        "ant-expert-fo": {"iql": (1.26, 0.01), "maiql": (1.24, 0.00), "maiql-ft": (1.06, 0.07), "ibc": (1.24, 0.00),
+                          "itd3bc": (1.25, 0.02), "icql": (0.73, 0.15), "omar": (1.16, 0.01), "momappo": (1.49, 0.01)},
+        "ant-random-po": {"maiql": (0.31, 0.00), "maiql-ft": (0.34, 0.04), "ibc": (0.31, 0.00),
+                          "itd3bc": (0.31, 0.00), "icql": (0.17, 0.02), "omar": (0.21, 0.02), "momappo": (0.42, 0.05)},
+        "ant-medium-po": {"maiql": (0.14, 0.02), "maiql-ft": (0.11, 0.01), "ibc": (0.17, 0.01),
+                          "itd3bc": (0.22, 0.05), "icql": (0.09, 0.02), "omar": (0.06, 0.01), "momappo": (0.54, 0.19)},
+        "ant-full-replay-po": {"maiql": (0.18, 0.02), "maiql-ft": (-0.07, 0.10), "ibc": (0.21, 0.02),
+                               "itd3bc": (0.20, 0.01), "icql": (0.09, 0.01), "omar": (0.11, 0.02), "momappo": (0.46, 0.10)},
+        "ant-expert-po": {"maiql": (-0.16, 0.01), "maiql-ft": (-0.23, 0.02), "ibc": (0.05, 0.04),
+                          "itd3bc": (0.16, 0.00), "icql": (0.11, 0.03), "omar": (0.10, 0.01), "momappo": (0.18, 0.00)},
+    },
 }
 
 TABLES = {
@@ -47,14 +71,19 @@ TABLES = {
         "algorithms": ["iql", "maiql", "matd3bc", "ibc", "itd3bc", "icql", "omar", "momappo"],
         "datasets": ["reacher2-expert-fo", "reacher2-expert-independent", "reacher2-expert-leader-only"],
     },
+    "ant": {
+        "algorithms": ["iql", "maiql", "maiql-ft", "matd3bc", "ibc", "itd3bc", "icql", "omar", "momappo"],
+        "datasets": [f"ant-{quality}-{obs}" for obs in ("fo", "po") for quality in ("random", "medium", "full-replay", "expert")],
+    },
 }
 
 # Budgets per tier: seeds, then per-algorithm config overrides ("*" applies to every algorithm).
 _SMALL_MOMA = {"hidden": (64, 64), "wm_hidden": (64, 64), "rollouts": 512}
 TIERS: dict[str, dict[str, dict[str, Any]]] = {
     "coordination": {
-        "smoke": {"seeds": 2, "*": {"steps": 200, "eval_every": 200, "eval_episodes": 2, "hidden": (32, 32)},
-                  "momappo": {**_SMALL_MOMA, "steps": 10, "eval_every": 10, "horizon": 1, "wm_max_steps": 500, "wm_eval_every": 100}},
+        "smoke": {"seeds": 2, "*": {"steps": 100, "eval_every": 100, "eval_episodes": 2, "hidden": (32, 32)},
+                  "momappo": {**_SMALL_MOMA, "steps": 5, "eval_every": 5, "horizon": 1, "rollouts": 256,
+                              "wm_max_steps": 200, "wm_eval_every": 100}},
         "quick": {"seeds": 5, "*": {"steps": 2000, "eval_every": 500, "eval_episodes": 5, "hidden": (64, 64)},
                   "momappo": {**_SMALL_MOMA, "steps": 30, "eval_every": 10, "horizon": 1, "wm_max_steps": 1500, "wm_eval_every": 250}},
         "paper": {"seeds": 5, "*": {"steps": 100_000, "eval_every": 10_000},
@@ -65,6 +94,20 @@ TIERS: dict[str, dict[str, dict[str, Any]]] = {
                   "momappo": {**_SMALL_MOMA, "steps": 5, "eval_every": 5, "wm_max_steps": 300, "wm_eval_every": 100}},
         "quick": {"seeds": 3, "*": {"steps": 20_000, "eval_every": 5_000},
                   "momappo": {"steps": 300, "eval_every": 50, "rollouts": 512, "wm_max_steps": 10_000}},
+        "paper": {"seeds": 5, "*": {"steps": 1_000_000, "eval_every": 10_000},
+                  "momappo": {"steps": 3_000, "eval_every": 100}},
+    },
+    # 68 runs per seed (9 algorithms x 8 datasets, IQL on FO only). Ant episodes are 1,000 steps, so
+    # evaluation is a large share of a small run. smoke: 20k-transition variants of the datasets
+    # (built in seconds; offcoord.load_dataset(id, size=...)), a few hundred steps, one 1-episode
+    # evaluation. quick: 200k-transition variants, 2 seeds. paper: the full datasets and the
+    # reacher's step counts (1M gradient steps for the baselines, 3,000 MOMA-PPO iterations).
+    "ant": {
+        "smoke": {"seeds": 1, "*": {"dataset_size": 20_000, "steps": 100, "eval_every": 100, "eval_episodes": 1, "hidden": (32, 32)},
+                  "momappo": {**_SMALL_MOMA, "steps": 3, "eval_every": 3, "horizon": 2, "rollouts": 256,
+                              "wm_max_steps": 200, "wm_eval_every": 100}},
+        "quick": {"seeds": 2, "*": {"dataset_size": 200_000, "steps": 10_000, "eval_every": 2_500, "eval_episodes": 3},
+                  "momappo": {"steps": 100, "eval_every": 25, "rollouts": 1024, "wm_max_steps": 5_000}},
         "paper": {"seeds": 5, "*": {"steps": 1_000_000, "eval_every": 10_000},
                   "momappo": {"steps": 3_000, "eval_every": 100}},
     },
@@ -86,7 +129,7 @@ class Run:
 def plan(table: str, tier: str) -> list[Run]:
     """Every run of ``table`` at ``tier``; IQL (centralized) only where an agent sees the full state."""
     if table not in TABLES:
-        raise ValueError(f"unknown table {table!r}; choose one of {sorted(TABLES)} (the ant table needs the ant datasets)")
+        raise ValueError(f"unknown table {table!r}; choose one of {sorted(TABLES)}")
     if tier not in TIERS[table]:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS[table])}")
     budget = TIERS[table][tier]
@@ -119,38 +162,111 @@ def _execute_args(args):
     return execute(*args)
 
 
-def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | None = None, address: str | None = None,
-            log=print) -> list[dict]:
-    """Run everything on a process pool (``local``) or as Ray tasks (``ray``); same results either way."""
+def build_dataset(dataset: str, size: int | None = None) -> str:
+    """Build (or find cached) one dataset, or its ``size``-transition variant. Safe to call from many
+    processes at once: offcoord's build takes a file lock in the cache, so one builds and the rest wait."""
     import offcoord
 
-    for dataset in sorted({r.dataset for r in runs}):
-        offcoord.build(dataset)  # build each dataset once, before workers start (they would wait on its lock)
-    todo = list(runs)
-    results: list[dict] = []
-    t0 = time.perf_counter()
-    if backend == "local":
-        workers = workers or os.cpu_count() or 1
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_execute_args, (r, out)): r for r in todo}
-            for k, fut in enumerate(as_completed(futures), 1):
-                r = futures[fut]
-                res = fut.result()
-                results.append(res)
-                log(f"[{k}/{len(todo)}] {r.algorithm} {r.dataset} seed {r.seed}: "
-                    f"{res['final'].get('normalized_score', float('nan')):.3f} ({time.perf_counter() - t0:.0f} s)")
-    elif backend == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise ImportError('the ray backend needs Ray: pip install -e ".[ray]"') from None
-        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False)
-        remote = ray.remote(num_cpus=1)(execute)
-        refs = [remote.remote(r, out) for r in todo]
-        results = ray.get(refs)
+    if size is None:
+        offcoord.build(dataset, progress=False)
     else:
-        raise ValueError(f"unknown backend {backend!r}; choose local or ray")
-    return results
+        offcoord.build(dataset, size=size, progress=False)
+    return dataset
+
+
+def datasets_needed(runs: list[Run]) -> list[tuple[str, int | None]]:
+    """The distinct (dataset, size variant) pairs the runs train on, in a stable order."""
+    return sorted({(r.dataset, r.config.get("dataset_size")) for r in runs}, key=lambda d: (d[0], d[1] or 0))
+
+
+# Environment variables a Ray worker must see as the driver does: the dataset cache (else a worker
+# would build into its own default cache dir) and the MuJoCo GL backend.
+RAY_ENV_VARS = ("OFFCOORD_DATA_DIR", "MUJOCO_GL", "PYOPENGL_PLATFORM")
+
+
+def ray_runtime_env() -> dict:
+    """The ``runtime_env`` for Ray workers: this process's values of :data:`RAY_ENV_VARS` (those that are set)."""
+    env_vars = {k: os.environ[k] for k in RAY_ENV_VARS if k in os.environ}
+    env_vars.setdefault("OMP_NUM_THREADS", "1")
+    return {"env_vars": env_vars}
+
+
+def _log_result(log, k: int, n: int, r: Run, res: dict, t0: float) -> None:
+    log(f"[{k}/{n}] {r.algorithm} {r.dataset} seed {r.seed}: "
+        f"{res['final'].get('normalized_score', float('nan')):.3f} ({time.perf_counter() - t0:.0f} s)")
+
+
+def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | None = None, address: str | None = None,
+            log=print) -> list[dict]:
+    """Run everything on a process pool (``local``) or as Ray tasks (``ray``); same results either way.
+
+    Results come back in the order of ``runs``. ``workers``: local processes, or the CPUs of a
+    local Ray (default: one per core). ``address``: an existing Ray cluster to join (``ray``
+    backend only; otherwise a fresh local Ray is started and shut down at the end).
+    """
+    out = Path(out)
+    if backend == "local":
+        return _run_local(runs, out, workers, log)
+    if backend == "ray":
+        return _run_ray(runs, out, workers, address, log)
+    raise ValueError(f"unknown backend {backend!r}; choose local or ray")
+
+
+def _run_local(runs: list[Run], out: Path, workers: int | None, log) -> list[dict]:
+    for dataset, size in datasets_needed(runs):
+        build_dataset(dataset, size)  # once, before the workers start (they would only wait on its lock)
+    t0 = time.perf_counter()
+    results: dict[int, dict] = {}
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        futures = {pool.submit(_execute_args, (r, out)): i for i, r in enumerate(runs)}
+        for k, fut in enumerate(as_completed(futures), 1):
+            i = futures[fut]
+            results[i] = fut.result()
+            _log_result(log, k, len(runs), runs[i], results[i], t0)
+    return [results[i] for i in range(len(runs))]
+
+
+def _run_ray(runs: list[Run], out: Path, workers: int | None, address: str | None, log) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+    import logging
+
+    started = False
+    if not ray.is_initialized():
+        if address:  # join a running cluster: its nodes bring their own CPUs
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:  # "local": a new Ray on this machine, even if another one is running here
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                     logging_level=logging.WARNING)
+        started = True
+    try:
+        # One build task per dataset, first; a training task takes its dataset's build as an argument,
+        # so Ray starts it only once the build is done. (On a multi-node cluster without a shared
+        # cache, each node builds its own copy on first use, under the same file lock.)
+        # The runtime_env goes on the tasks, so it applies also in a Ray the caller started.
+        env = ray_runtime_env()
+        build = ray.remote(num_cpus=1, runtime_env=env)(build_dataset)
+        built = {key: build.remote(*key) for key in datasets_needed(runs)}
+        train = ray.remote(num_cpus=1, runtime_env=env)(_execute_after_build)
+        refs = [train.remote(r, str(out), built[(r.dataset, r.config.get("dataset_size"))]) for r in runs]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: dict[int, dict] = {}
+        pending, t0 = list(refs), time.perf_counter()
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            i = index[done[0]]
+            results[i] = ray.get(done[0])
+            _log_result(log, len(results), len(runs), runs[i], results[i], t0)
+        return [results[i] for i in range(len(runs))]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _execute_after_build(run: Run, out: str, _built: str) -> dict:
+    return execute(run, Path(out))
 
 
 def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
@@ -194,8 +310,12 @@ def _plot_curves(table: str, runs: list[Run], out: Path) -> None:
     except ImportError:
         return
     datasets = TABLES[table]["datasets"]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    if not any((r.directory(out) / "results.json").exists() for r in runs):
+        return  # nothing finished yet: no figure
+    ncols = min(4, len(datasets))
+    nrows = -(-len(datasets) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.5 * nrows), squeeze=False)
+    for ax, dataset in zip(axes.flat, datasets):
         for algo in TABLES[table]["algorithms"]:
             curves = []
             for r in runs:
@@ -210,7 +330,17 @@ def _plot_curves(table: str, runs: list[Run], out: Path) -> None:
         ax.set_title(dataset)
         ax.set_xlabel("fraction of training")
         ax.set_ylabel("normalized score")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.set_visible(False)
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+        fig.tight_layout(rect=(0, 0.08 / nrows, 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(Path(out) / table / "learning_curves.png", dpi=100)
     plt.close(fig)

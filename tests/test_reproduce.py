@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 
 from offcoord_agents.cli import main  # noqa: E402
-from offcoord_agents.reproduce import plan  # noqa: E402
+from offcoord_agents.reproduce import PAPER, TABLES, datasets_needed, plan, summarize  # noqa: E402
 
 
 def test_plan_follows_the_paper_layout():
@@ -16,9 +16,35 @@ def test_plan_follows_the_paper_layout():
     assert not any(r.algorithm == "iql" and r.dataset != "reacher2-expert-fo" for r in runs)  # centralized: FO only
     assert len(plan("coordination", "quick")) == 4 * 3 * 5
     with pytest.raises(ValueError, match="unknown table"):
-        plan("ant", "smoke")
+        plan("hopper", "smoke")
     with pytest.raises(ValueError, match="unknown tier"):
         plan("coordination", "huge")
+
+
+def test_ant_plan_without_training(tmp_path):
+    algos = ["iql", "maiql", "maiql-ft", "matd3bc", "ibc", "itd3bc", "icql", "omar", "momappo"]
+    datasets = [f"ant-{q}-{o}" for o in ("fo", "po") for q in ("random", "medium", "full-replay", "expert")]
+    assert TABLES["ant"] == {"algorithms": algos, "datasets": datasets}
+    per_seed = len(algos) * len(datasets) - 4  # centralized IQL on the four FO datasets only
+    for tier, seeds in (("smoke", 1), ("quick", 2), ("paper", 5)):
+        runs = plan("ant", tier)
+        assert len(runs) == per_seed * seeds, tier
+        assert {r.dataset for r in runs if r.algorithm == "iql"} == {d for d in datasets if d.endswith("-fo")}
+        assert {r.algorithm for r in runs if r.dataset == "ant-expert-po"} == set(algos) - {"iql"}
+        assert len(runs) == len({r.directory(tmp_path) for r in runs})  # no two runs share a directory
+    smoke = plan("ant", "smoke")
+    assert all(r.config["dataset_size"] == 20_000 for r in smoke)  # small variants, built in seconds
+    assert datasets_needed(smoke) == [(d, 20_000) for d in sorted(datasets)]
+    assert all("dataset_size" not in r.config for r in plan("ant", "paper"))  # the paper tier: the full datasets
+    # The paper's numbers: every published cell is there, MA-TD3+BC has none, IQL none on PO.
+    assert PAPER["ant"]["ant-full-replay-po"]["maiql-ft"] == (-0.07, 0.10)
+    assert PAPER["ant"]["ant-expert-fo"]["momappo"] == (1.49, 0.01)
+    assert sum(len(cells) for cells in PAPER["ant"].values()) == 8 * 4 + 7 * 4
+    assert not any("matd3bc" in cells for cells in PAPER["ant"].values())
+    # The table prints (every cell empty, the paper's beside it) before any run has finished.
+    text = summarize("ant", smoke, tmp_path, "smoke")
+    assert "| ant-random-po | – [–] | – [0.31 ± 0.00] |" in text
+    assert text.count("\n| ant-") == 2 * len(datasets)
 
 
 def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys):
