@@ -59,3 +59,15 @@ def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys)
     mtime = (out / "coordination" / "ibc" / "coordination-neutral" / "seed1" / "results.json").stat().st_mtime_ns
     assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "2"]) == 0
     assert (out / "coordination" / "ibc" / "coordination-neutral" / "seed1" / "results.json").stat().st_mtime_ns == mtime
+
+
+def test_every_tier_override_is_a_config_field_of_its_algorithm():
+    import dataclasses
+
+    from offcoord_agents.registry import algorithm_class
+
+    for table in TABLES:
+        for tier in ("smoke", "quick", "paper"):
+            for r in plan(table, tier):
+                fields = {f.name for f in dataclasses.fields(algorithm_class(r.algorithm).Config)}
+                assert set(r.config) <= fields, (table, tier, r.algorithm, set(r.config) - fields)
