@@ -1,8 +1,11 @@
 """Behaviors that work on any task (task-specific experts live next to their environment).
 
-A behavior is what a card's ``generation.behavior`` names: an object with ``reset(rng)`` at each
-episode start and ``act(state, rng) -> joint action``; optionally ``extra_columns`` (name -> dtype)
-and ``extras()`` for per-transition facts to store.
+A behavior is what a card's ``generation.behavior`` names: an object with ``reset(rng, episode)``
+at each episode start (``episode``: the episode's index in its segment) and
+``act(state, rng) -> joint action``; optionally ``extra_columns`` (name -> dtype) and ``extras()``
+for per-transition facts to store. A behavior without per-episode state may set ``batched = True``
+and implement ``act_batch(states, rngs)`` (one generator per row, the same draws as ``act``): the
+generator then steps several episodes side by side and evaluates it once per step for all.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class UniformRandomBehavior:
         self.spaces = [e.action_space(a) for a in self.layout.agents]
         e.close()
 
-    def reset(self, rng: np.random.Generator) -> None:
+    def reset(self, rng: np.random.Generator, episode: int = 0) -> None:
         pass
 
     def act(self, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:

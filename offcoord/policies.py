@@ -75,6 +75,18 @@ class MLPPolicy:
         action = (np.tanh(u) * self.params["action_scale"] + self.params["action_bias"]).astype(np.float32)
         return action[0] if single else action
 
+    def act_rows(self, obs, rngs: list[np.random.Generator], deterministic: bool = False) -> np.ndarray:
+        """Like ``act`` on a batch, but row ``i`` draws its noise from its own ``rngs[i]`` (one stream per episode)."""
+        mean, log_std = self._heads(self._check(obs))
+        if deterministic:
+            u = mean
+        else:
+            if len(rngs) != len(mean):
+                raise ValueError(f"need one generator per row: {len(rngs)} generators for {len(mean)} rows")
+            eps = np.stack([rng.standard_normal(self.act_dim, dtype=np.float32) for rng in rngs])
+            u = mean + np.exp(log_std) * eps
+        return (np.tanh(u) * self.params["action_scale"] + self.params["action_bias"]).astype(np.float32)
+
     def _check(self, obs) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32)
         if obs.ndim == 1:
@@ -121,9 +133,15 @@ class PolicyBehavior:
         self.policy = load_policy(path)
         self.deterministic = bool(deterministic)
 
-    def reset(self, rng: np.random.Generator) -> None:
+    batched = True  # no per-episode state: the generator evaluates one batch for many episodes
+
+    def reset(self, rng: np.random.Generator, episode: int = 0) -> None:
         pass
 
     def act(self, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.policy.act(state, rng=rng, deterministic=self.deterministic)
+
+    def act_batch(self, states: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+        """Actions for a batch of states; row ``i`` draws its noise from ``rngs[i]`` exactly as ``act`` would."""
+        return self.policy.act_rows(states, rngs, deterministic=self.deterministic)
 

@@ -46,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000  # steps between atomic checkpoints
     log_every: int = 1_000  # steps between training-loss log lines
     time_limit_seconds: float | None = None  # stop (with a final evaluation) once training has run this long; for equal-wall-clock comparisons
+    dataset_size: int | None = None  # train on a smaller variant of the dataset (offcoord.load_dataset(id, size=...)); None = the card's size
 
 
 def pick_threads() -> int:
@@ -227,7 +228,7 @@ def run_training(
     dev = torch.device(device) if device else pick_device()
     cfg = make_config(algo_cls, config)
     torch.manual_seed(seed)
-    ds = offcoord.load_dataset(dataset) if isinstance(dataset, str) else dataset
+    ds = offcoord.load_dataset(dataset, size=cfg.dataset_size) if isinstance(dataset, str) else dataset
     dataset_id = ds.id
     spec = TaskSpec.from_dataset(ds)
     algo = algo_cls(spec, cfg, dev)

@@ -14,23 +14,37 @@ from offcoord.errors import DatasetCorruptedError
 __all__ = ["Batch", "Dataset", "Episode", "build", "load_dataset", "open_dataset", "verify_dataset"]
 
 
-def _resolve(dataset_id: str) -> tuple[str, Card]:
+def _resolve(dataset_id: str, size: int | None = None) -> tuple[str, Card]:
     from offcoord.registry import dataset_card
 
+    if "@" in dataset_id:  # "ant-expert-po@50000": the size-variant spelling used by the CLI and in cache names
+        dataset_id, _, count = dataset_id.rpartition("@")
+        if not count.isdigit() or (size is not None and size != int(count)):
+            raise ValueError(f"dataset id {dataset_id}@{count}: the part after '@' must be the size in transitions")
+        size = int(count)
     card = dataset_card(dataset_id)
     if dataset_id not in card.datasets:  # a card id: its first dataset is as good as any for building
         dataset_id = next(iter(card.datasets))
+    if size is not None:
+        card = card.resized(size)
     return dataset_id, card
 
 
-def build(dataset_id: str, force: bool = False, progress: bool | None = None, root: Path | None = None) -> Path:
-    """Generate the stored copy behind ``dataset_id`` (a no-op when it is cached, unless ``force``)."""
-    _, card = _resolve(dataset_id)
-    return generate(card, root=root, force=force, progress=progress)
+def build(
+    dataset_id: str, force: bool = False, progress: bool | None = None, root: Path | None = None,
+    size: int | None = None, workers: int | None = None,
+) -> Path:
+    """Generate the stored copy behind ``dataset_id`` (a no-op when it is cached, unless ``force``).
+
+    ``size``: build a variant with that many transitions instead of the card's count (cached
+    separately); ``workers``: generation processes (default: all cores for large datasets).
+    """
+    _, card = _resolve(dataset_id, size)
+    return generate(card, root=root, force=force, progress=progress, workers=workers)
 
 
-def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool, progress: bool | None):
-    dataset_id, card = _resolve(dataset_id)
+def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool, progress: bool | None, size: int | None = None):
+    dataset_id, card = _resolve(dataset_id, size)
     path = store_path(card, root)
     if not (path / MANIFEST).exists():
         if not auto_build:
@@ -45,15 +59,21 @@ def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool
     return dataset_id, card, path, manifest
 
 
-def load_dataset(dataset_id: str, *, root: Path | None = None, progress: bool | None = None, auto_build: bool = True) -> Dataset:
+def load_dataset(
+    dataset_id: str, *, size: int | None = None, root: Path | None = None, progress: bool | None = None, auto_build: bool = True
+) -> Dataset:
     """Load a dataset by id (``offcoord.list_datasets()``), building it from its card on first use.
+
+    ``size`` asks for a variant with that many transitions (the same recipe, the card's seed;
+    the first ``size`` transitions in episode order of each behavior segment), cached apart from
+    the full copy; for tests and quick experiments. ``None``: the card's size.
 
     The arrays are memory-mapped from the cache (``$OFFCOORD_DATA_DIR`` or the user cache dir);
     per-agent observations come from the environment's own view function. A missing, truncated
     or corrupted cache file raises :class:`offcoord.errors.DatasetCorruptedError` naming the file
     and the command that rebuilds it.
     """
-    dataset_id, card, path, manifest = _open(dataset_id, root, False, auto_build, progress)
+    dataset_id, card, path, manifest = _open(dataset_id, root, False, auto_build, progress, size)
     return open_dataset(path, card, dataset_id, manifest)
 
 
@@ -68,8 +88,8 @@ def open_dataset(path: Path, card: Card, dataset_id: str, manifest: dict | None 
     return Dataset(dataset_id, env_id, card, columns, env.layout, env.view, manifest, path)
 
 
-def verify_dataset(dataset_id: str, *, root: Path | None = None) -> dict:
+def verify_dataset(dataset_id: str, *, size: int | None = None, root: Path | None = None) -> dict:
     """Re-hash every file of a cached dataset against its manifest; return the manifest's statistics."""
-    _, card, path, manifest = _open(dataset_id, root, True, False, None)
+    _, card, path, manifest = _open(dataset_id, root, True, False, None, size)
     open_columns(path, card.id, manifest)
     return manifest["statistics"]

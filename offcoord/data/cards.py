@@ -9,10 +9,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +27,16 @@ CARD_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One behavior's share of a stored copy. Segments are stored in card order (``full-replay``:
+    the checkpoint curriculum in training order); ``transitions`` is this segment's exact count."""
+
+    behavior: str
+    behavior_kwargs: Mapping[str, Any]
+    transitions: int
+
+
+@dataclass(frozen=True)
 class Card:
     """A parsed dataset card. ``sha256`` is the hash of the card file's bytes (recorded in results)."""
 
@@ -32,7 +44,7 @@ class Card:
     description: str
     datasets: Mapping[str, str]  # dataset id -> environment id (its observation view)
     env: str  # environment the behavior runs in (any view of the task; the stored state is global)
-    behavior: str
+    behavior: str  # "" for a union card
     behavior_kwargs: Mapping[str, Any]
     transitions: int
     seed: int
@@ -43,6 +55,49 @@ class Card:
     sha256: str
     format_version: int = CARD_FORMAT_VERSION
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    segments: tuple[Segment, ...] = ()  # behaviors run in order; one segment unless [[generation.segments]]
+    union: tuple[str, ...] = ()  # card ids whose stored copies are concatenated (``ant-mixed``), instead of segments
+    base_id: str = ""  # the card this one was resized from (``resized``); "" for a card file
+    workers: int | None = None  # generation processes (None: decided by the size, see offcoord.data.generate)
+
+    @property
+    def is_variant(self) -> bool:
+        """True for a smaller (or larger) copy made by :meth:`resized`: the ``[expected]`` checks do not apply."""
+        return bool(self.base_id)
+
+    def resized(self, transitions: int) -> "Card":
+        """This card with ``transitions`` transitions in all, cached under its own id.
+
+        Segment shares keep their proportions (remainder to the last); a union takes ``transitions``
+        split evenly over its members, each itself resized. The variant's hash covers the size, so
+        its cache never mixes with the full copy.
+        """
+        if isinstance(transitions, bool) or not isinstance(transitions, (int, np.integer)) or transitions <= 0:
+            raise ValueError(f"size must be a positive integer number of transitions, got {transitions!r}")
+        transitions = int(transitions)
+        if transitions == self.transitions and not self.is_variant:
+            return self
+        base = self.base_id or self.id
+        return replace(
+            self,
+            id=f"{base}@{transitions}",
+            transitions=transitions,
+            segments=tuple(
+                replace(seg, transitions=n) for seg, n in zip(self.segments, split_evenly(transitions, [s.transitions for s in self.segments]))
+            ),
+            expected={},
+            sha256=hashlib.sha256(f"{self.sha256}:transitions={transitions}".encode()).hexdigest(),
+            base_id=base,
+        )
+
+
+def split_evenly(total: int, weights) -> list[int]:
+    """``total`` split in proportion to ``weights`` (integers; the remainder goes to the last part)."""
+    weights = [float(w) for w in weights]
+    if not weights:
+        return []
+    parts = [int(total * w // sum(weights)) for w in weights[:-1]]
+    return parts + [total - sum(parts)]
 
 
 def meta_dir() -> Path:
@@ -78,14 +133,42 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
         raise CardError(f"dataset card {path}: format_version {version} is not supported (expected {CARD_FORMAT_VERSION})")
     gen = need(raw, "generation", dict, "")
     ref = need(raw, "reference", dict, "")
+    union = tuple(gen.get("union", ()))
+    if not all(isinstance(u, str) for u in union):
+        raise CardError(f"dataset card {path}: generation.union must be a list of card ids")
+    behavior = "" if union else need(gen, "behavior", str, "generation.")
+    transitions = need(gen, "transitions", int, "generation.")
+    behavior_kwargs = dict(gen.get("behavior_kwargs", {}))
+    segments: tuple[Segment, ...] = ()
+    if not union:
+        tables = gen.get("segments", [{}])
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            raise CardError(f"dataset card {path}: generation.segments must be a non-empty list of tables")
+        shares = []
+        for k, t in enumerate(tables):
+            unknown = set(t) - {"behavior", "behavior_kwargs", "share"}
+            if unknown:
+                raise CardError(f"dataset card {path}: generation.segments[{k}] has unknown fields {sorted(unknown)}")
+            share = t.get("share", 1)
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or share <= 0:
+                raise CardError(f"dataset card {path}: generation.segments[{k}].share must be a positive number")
+            shares.append(share)
+        counts = split_evenly(max(transitions, 0), shares)
+        segments = tuple(
+            Segment(t.get("behavior", behavior), {**behavior_kwargs, **t.get("behavior_kwargs", {})}, n)
+            for t, n in zip(tables, counts)
+        )
+    workers = gen.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise CardError(f"dataset card {path}: generation.workers must be a positive integer")
     card = Card(
         id=need(raw, "id", str, ""),
         description=raw.get("description", ""),
         datasets=dict(need(raw, "datasets", dict, "")),
         env=need(gen, "env", str, "generation."),
-        behavior=need(gen, "behavior", str, "generation."),
-        behavior_kwargs=dict(gen.get("behavior_kwargs", {})),
-        transitions=need(gen, "transitions", int, "generation."),
+        behavior=behavior,
+        behavior_kwargs=behavior_kwargs,
+        transitions=transitions,
         seed=need(gen, "seed", int, "generation."),
         reference_min=need(ref, "min_score", float, "reference."),
         reference_max=need(ref, "max_score", float, "reference."),
@@ -94,6 +177,9 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
         sha256=hashlib.sha256(data_bytes).hexdigest(),
         format_version=version,
         raw=raw,
+        segments=segments,
+        union=union,
+        workers=workers,
     )
     if card.transitions <= 0:
         raise CardError(f"dataset card {path}: generation.transitions must be positive, got {card.transitions}")

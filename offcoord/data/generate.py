@@ -7,6 +7,8 @@ card's ``[expected]`` statistics before it is published into the cache.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import platform
 from pathlib import Path
@@ -30,85 +32,287 @@ def lock_path(card: Card, root: Path | None = None) -> Path:
     return Path(root or cache_dir()) / ".locks" / f"{card.id}.lock"
 
 
-def generate(card: Card, root: Path | None = None, force: bool = False, progress: bool | None = None) -> Path:
+BLOCK_TRANSITIONS = 16_384  # episodes are handed to workers in blocks of about this many transitions
+WAVE = 16  # episodes a worker steps side by side when the behavior acts on a batch of states
+PARALLEL_FROM = 50_000  # smaller datasets are generated in-process (starting workers costs seconds)
+
+
+def generate(
+    card: Card, root: Path | None = None, force: bool = False, progress: bool | None = None, workers: int | None = None
+) -> Path:
     """Build ``card``'s stored copy under the cache ``root`` (once, even with several processes).
 
     Returns the store directory. With ``force`` an existing copy is rebuilt and replaced
-    atomically. ``progress=None`` shows a progress bar only on a terminal.
+    atomically. ``progress=None`` shows a progress bar only on a terminal. ``workers`` processes
+    generate episodes in parallel (default: the card's ``generation.workers``, else
+    ``$OFFCOORD_GENERATION_WORKERS``, else every core for datasets of ``PARALLEL_FROM``
+    transitions or more); the bytes do not depend on it.
     """
-    from offcoord.registry import make, make_behavior  # registry imports cards; avoid a cycle
-
     root = Path(root or cache_dir())
     target = store_path(card, root)
     with file_lock(lock_path(card, root)):
         remove_stale_temporaries(root, card.id)
         if target.exists() and (target / MANIFEST).exists() and not force:
             return target  # another process built it while we waited for the lock
-        env = make(card.env)
-        behavior = make_behavior(card.behavior, card.behavior_kwargs)
-        layout = env.layout
-        state_dim = int(np.prod(env.state_space.shape))
-        n = card.transitions
-        rng = np.random.default_rng(card.seed)
-        extra_columns = getattr(behavior, "extra_columns", {})  # name -> dtype of per-transition facts
-        columns = {
-            "states": ((n, state_dim), np.float32),
-            "next_states": ((n, state_dim), np.float32),
-            "actions": ((n, layout.joint_action_dim), np.int64 if layout.discrete else np.float32),
-            "rewards": ((n,), np.float32),
-            "terminations": ((n,), np.bool_),
-            "truncations": ((n,), np.bool_),
-            "episode_starts": ((n,), np.int64),  # upper bound; truncated to the episode count below
-            **{f"extra_{k}": ((n,), dtype) for k, dtype in extra_columns.items()},
+        if card.union:
+            return _generate_union(card, root, target, progress, workers)
+        return _generate_segments(card, target, progress, _pick_workers(card, workers))
+
+
+def _pick_workers(card: Card, workers: int | None) -> int:
+    if workers is None:
+        workers = card.workers or os.environ.get("OFFCOORD_GENERATION_WORKERS") or None
+    if workers is None:
+        return (os.cpu_count() or 1) if card.transitions >= PARALLEL_FROM else 1
+    try:
+        workers = int(workers)
+    except ValueError:
+        raise ValueError(f"generation workers must be a positive integer, got {workers!r}") from None
+    if workers < 1:
+        raise ValueError(f"generation workers must be a positive integer, got {workers}")
+    return workers
+
+
+def _manifest(card: Card, stats: dict[str, Any]) -> dict[str, Any]:
+    check_expected(card, stats)
+    return {
+        "card_id": card.id,
+        "card_sha256": card.sha256,
+        "offcoord_version": __version__,
+        "numpy_version": np.__version__,
+        "platform": platform.platform(),
+        "statistics": stats,
+    }
+
+
+def _column_table(env, n: int, extra_columns: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    layout = env.layout
+    state_dim = int(np.prod(env.state_space.shape))
+    return {
+        "states": ((n, state_dim), np.float32),
+        "next_states": ((n, state_dim), np.float32),
+        "actions": ((n, layout.joint_action_dim), np.int64 if layout.discrete else np.float32),
+        "rewards": ((n,), np.float32),
+        "terminations": ((n,), np.bool_),
+        "truncations": ((n,), np.bool_),
+        "episode_starts": ((n,), np.int64),  # upper bound; truncated to the episode count below
+        **{f"extra_{k}": ((n,), dtype) for k, dtype in extra_columns.items()},
+    }
+
+
+def _joint_action_count(env) -> int | None:
+    layout = env.layout
+    return int(np.prod([env.action_space(a).n for a in layout.agents])) if layout.discrete else None
+
+
+def _generate_segments(card: Card, target: Path, progress: bool | None, workers: int) -> Path:
+    """Run each segment's behavior for its share of transitions, episodes in parallel, in order."""
+    from offcoord.registry import make, make_behavior  # registry imports cards; avoid a cycle
+
+    env = make(card.env)
+    extra_columns: dict[str, Any] = {}
+    for seg in card.segments:  # behaviors may record per-transition facts (name -> dtype)
+        extra_columns.update(getattr(make_behavior(seg.behavior, seg.behavior_kwargs), "extra_columns", {}))
+    if len(card.segments) > 1:
+        extra_columns["segment"] = np.int16  # which segment (e.g. curriculum checkpoint) acted
+    columns = _column_table(env, card.transitions, extra_columns)
+    horizon = int(getattr(env, "max_episode_steps", 1000))
+    with StoreWriter(target, columns) as writer, tqdm(
+        total=card.transitions, desc=f"generating {card.id}", unit="transition", disable=_no_bar(progress),
+        mininterval=0.5, smoothing=0.05,
+    ) as bar:
+        cols = writer.arrays
+        t, episodes = 0, 0
+        for s, seg in enumerate(card.segments):
+            if seg.transitions == 0:
+                continue
+            # blocks of about BLOCK_TRANSITIONS, fewer when the segment is small (the last block's excess is wasted)
+            block = max(1, min(BLOCK_TRANSITIONS, -(-seg.transitions // workers)) // horizon)
+            blocks = ((card, s, first, block) for first in itertools.count(0, block))  # episodes first .. first + block - 1
+            end = t + seg.transitions
+            for result in _map_ordered(_run_block, blocks, workers):
+                for ep in _split_episodes(result):
+                    m = min(len(ep["rewards"]), end - t)
+                    cols["episode_starts"][episodes] = t
+                    episodes += 1
+                    for name in ("states", "next_states", "actions", "rewards", "terminations"):
+                        cols[name][t : t + m] = ep[name][:m]
+                    # an episode cut by the segment's budget ends there: mark it as a time limit
+                    cols["truncations"][t : t + m] = ep["truncations"][:m]
+                    cols["truncations"][t + m - 1] |= not ep["terminations"][m - 1] and t + m == end
+                    for k in ep["extras"]:
+                        cols[f"extra_{k}"][t : t + m] = ep["extras"][k][:m]
+                    if "segment" in extra_columns:
+                        cols["extra_segment"][t : t + m] = s
+                    t += m
+                    bar.update(m)
+                    if t == end:
+                        break
+                if t == end:
+                    break
+        writer.truncate("episode_starts", episodes)
+        stats = dataset_statistics(cols, _joint_action_count(env))
+        return writer.commit(_manifest(card, stats))
+
+
+def _map_ordered(fn, tasks, workers: int):
+    """``map(fn, tasks)`` over a lazy, endless ``tasks``; with several workers, a few tasks ahead in
+    worker processes. Results come back in task order; abandoning the iterator cancels the rest."""
+    if workers <= 1:
+        yield from map(fn, tasks)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    # spawn, not fork: the caller may hold threads (torch, tqdm) that a forked child would inherit broken
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pending = collections.deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(fn, task))
+            if len(pending) > workers:  # one task queued per busy worker
+                yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_RUNNERS: dict[tuple[str, int], "_BlockRunner"] = {}
+
+
+def _run_block(task) -> dict[str, Any]:
+    """Generate episodes ``first .. first + count - 1`` of one segment (in a worker or in-process)."""
+    card, segment, first, count = task
+    key = (card.sha256, segment)
+    if key not in _RUNNERS:
+        _RUNNERS.clear()
+        _RUNNERS[key] = _BlockRunner(card, segment)
+    return _RUNNERS[key].run(first, count)
+
+
+class _BlockRunner:
+    """Episodes of one segment. Episode ``e`` of segment ``s`` draws everything random (its reset
+    seed, the behavior's noise) from ``default_rng([card.seed, s, e])``, so the data does not depend
+    on how episodes are spread over workers or stepped side by side."""
+
+    def __init__(self, card: Card, segment: int):
+        from offcoord.registry import make, make_behavior
+
+        self.card, self.segment = card, segment
+        seg = self.seg = card.segments[segment]
+        self.behaviors = [make_behavior(seg.behavior, seg.behavior_kwargs)]
+        self.envs = [make(card.env)]
+        self.slots = WAVE if getattr(self.behaviors[0], "batched", False) else 1
+
+    def run(self, first: int, count: int) -> dict[str, Any]:
+        from offcoord.registry import make, make_behavior
+
+        while len(self.envs) < min(self.slots, count):  # made on first need: small blocks use one
+            self.envs.append(make(self.card.env))
+            self.behaviors.append(make_behavior(self.seg.behavior, self.seg.behavior_kwargs))
+        episodes = []
+        for wave in range(first, first + count, len(self.envs)):
+            episodes += self._wave(range(wave, min(wave + len(self.envs), first + count)))
+        return _join_episodes(episodes)
+
+    def _wave(self, indices) -> list[dict[str, Any]]:
+        rngs = [np.random.default_rng([self.card.seed, self.segment, e]) for e in indices]
+        envs, behaviors = self.envs[: len(rngs)], self.behaviors[: len(rngs)]
+        limit = self.seg.transitions  # no episode is stored beyond its segment's budget: stop stepping there
+        records = []
+        for env, behavior, rng, e in zip(envs, behaviors, rngs, indices):
+            env.reset(seed=int(rng.integers(2**31 - 1)))
+            behavior.reset(rng, episode=e)
+            records.append({k: [] for k in ("states", "actions", "rewards", "terminations", "truncations", "next_states")})
+            records[-1]["extras"] = {k: [] for k in getattr(behavior, "extra_columns", {})}
+        alive = list(range(len(rngs)))
+        states = [env.state() for env in envs]
+        while alive:
+            if self.slots > 1:
+                joints = behaviors[0].act_batch(np.stack([states[i] for i in alive]), [rngs[i] for i in alive])
+            else:
+                joints = [behaviors[i].act(states[i], rngs[i]) for i in alive]
+            still = []
+            for i, joint in zip(alive, joints):
+                rec = records[i]
+                extras = behaviors[i].extras() if rec["extras"] else {}  # facts about the action just chosen
+                reward, terminated, truncated, _ = envs[i].step_joint(joint)
+                next_state = envs[i].state()
+                for name, value in (("states", states[i]), ("actions", joint), ("rewards", reward),
+                                    ("terminations", terminated), ("truncations", truncated and not terminated),
+                                    ("next_states", next_state)):
+                    rec[name].append(value)
+                for k, v in extras.items():
+                    rec["extras"][k].append(v)
+                states[i] = next_state
+                if not (terminated or truncated) and len(rec["rewards"]) < limit:
+                    still.append(i)
+            alive = still
+        return records
+
+
+def _join_episodes(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate per-step lists into arrays (one pickle per block, not per step)."""
+    out: dict[str, Any] = {"lengths": np.array([len(r["rewards"]) for r in records], dtype=np.int64)}
+    for name in ("states", "actions", "rewards", "terminations", "truncations", "next_states"):
+        out[name] = np.concatenate([np.asarray(r[name]) for r in records])
+    out["extras"] = {k: np.concatenate([np.asarray(r["extras"][k]) for r in records]) for k in records[0]["extras"]}
+    return out
+
+
+def _split_episodes(block: dict[str, Any]):
+    bounds = np.concatenate([[0], np.cumsum(block["lengths"])])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        yield {
+            **{k: v[a:b] for k, v in block.items() if k not in ("lengths", "extras")},
+            "extras": {k: v[a:b] for k, v in block["extras"].items()},
         }
-        with StoreWriter(target, columns) as writer, tqdm(
-            total=n, desc=f"generating {card.id}", unit="transition", disable=_no_bar(progress), mininterval=0.5
-        ) as bar:
-            cols = writer.arrays
-            t, episodes = 0, 0
-            while t < n:
-                env.reset(seed=int(rng.integers(2**31 - 1)))
-                behavior.reset(rng)
-                cols["episode_starts"][episodes] = t
-                episodes += 1
-                state = env.state()
-                done = False
-                start = t
-                while not done and t < n:
-                    joint = behavior.act(state, rng)
-                    extras = behavior.extras() if extra_columns else {}  # facts about the action just chosen
-                    reward, terminated, truncated, _ = env.step_joint(joint)
-                    truncated = truncated and not terminated
-                    next_state = env.state()
-                    cols["states"][t] = state
-                    cols["actions"][t] = joint
-                    cols["rewards"][t] = reward
-                    cols["next_states"][t] = next_state
-                    cols["terminations"][t] = terminated
-                    # the dataset's last episode is cut by the transition budget: mark it as a time limit
-                    cols["truncations"][t] = truncated or (t == n - 1 and not terminated)
-                    for k, v in extras.items():
-                        cols[f"extra_{k}"][t] = v
-                    done = terminated or truncated
-                    state = next_state
-                    t += 1
-                bar.update(t - start)
-            writer.truncate("episode_starts", episodes)
-            joint_action_count = (
-                int(np.prod([env.action_space(a).n for a in layout.agents])) if layout.discrete else None
-            )
-            stats = dataset_statistics(cols, joint_action_count)
-            check_expected(card, stats)
-            return writer.commit(
-                {
-                    "card_id": card.id,
-                    "card_sha256": card.sha256,
-                    "offcoord_version": __version__,
-                    "numpy_version": np.__version__,
-                    "platform": platform.platform(),
-                    "statistics": stats,
-                }
-            )
+
+
+def _generate_union(card: Card, root: Path, target: Path, progress: bool | None, workers: int | None) -> Path:
+    """Concatenate the stored copies of the member cards (each built first if missing)."""
+    from offcoord.data.cards import load_cards, split_evenly
+    from offcoord.data.store import open_columns, read_manifest
+    from offcoord.registry import make
+
+    cards = load_cards()
+    unknown = [u for u in card.union if u not in cards]
+    if unknown:
+        raise CardError(f"dataset card {card.path}: generation.union names unknown cards {unknown}")
+    members = [cards[u] for u in card.union]
+    if card.is_variant:
+        members = [m.resized(n) for m, n in zip(members, split_evenly(card.transitions, [m.transitions for m in members]))]
+    elif sum(m.transitions for m in members) != card.transitions:
+        raise CardError(
+            f"dataset card {card.path}: generation.transitions {card.transitions} must be the members' total "
+            f"{sum(m.transitions for m in members)}"
+        )
+    sources = []
+    for m in members:
+        path = generate(m, root=root, progress=progress, workers=workers)
+        sources.append(open_columns(path, m.id, read_manifest(path, m.id)))
+    common = set.intersection(*(set(src) for src in sources))
+    extra_columns = {k[len("extra_"):]: sources[0][k].dtype for k in sorted(common) if k.startswith("extra_")}
+    extra_columns["source"] = np.int8  # index of the member in generation.union
+    env = make(card.env)
+    columns = _column_table(env, card.transitions, extra_columns)
+    columns["episode_starts"] = ((sum(len(src["episode_starts"]) for src in sources),), np.int64)
+    with StoreWriter(target, columns) as writer:
+        cols = writer.arrays
+        t, e = 0, 0
+        for k, src in enumerate(sources):
+            n, ne = len(src["rewards"]), len(src["episode_starts"])
+            for name in columns:
+                if name == "episode_starts":
+                    cols[name][e : e + ne] = src[name] + t
+                elif name == "extra_source":
+                    cols[name][t : t + n] = k
+                else:
+                    cols[name][t : t + n] = src[name]
+            t, e = t + n, e + ne
+        stats = dataset_statistics(cols, _joint_action_count(env))
+        return writer.commit(_manifest(card, stats))
 
 
 def _no_bar(progress: bool | None) -> bool | None:
@@ -146,6 +350,8 @@ def dataset_statistics(cols: dict[str, np.ndarray], joint_action_count: int | No
 
 def check_expected(card: Card, stats: dict[str, Any]) -> None:
     """Compare fresh statistics with the card's ``[expected]`` table; raise on any mismatch."""
+    if card.is_variant:
+        return  # a resized copy has its own statistics; the card's expectations are for its full size
     exp = dict(card.expected)
     problems = []
     if "episodes" in exp and stats["episodes"] != exp.pop("episodes"):

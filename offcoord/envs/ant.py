@@ -82,6 +82,8 @@ LEG_NAMES = {
     a: (f"hip_{i + 1} angle", f"ankle_{i + 1} angle", f"hip_{i + 1} velocity", f"ankle_{i + 1} velocity")
     for i, a in enumerate(AGENTS)
 }
+# Ant-v5's default camera stays put and the running ant leaves the frame; render() re-aims it at the torso
+CAMERA = MappingProxyType({"distance": 4.0, "elevation": -25.0})
 del _MODEL
 
 
@@ -168,6 +170,7 @@ class Ant4x2Env(OffcoordParallelEnv):
 
     metadata = {"name": "ant4x2_v0", "render_modes": ["rgb_array"], "render_fps": 20, "is_parallelizable": True}
     layout = LAYOUT
+    max_episode_steps = MAX_EPISODE_STEPS
 
     def __init__(self, observability: str = "po", render_mode: str | None = None):
         if observability not in VIEWS:
@@ -177,7 +180,11 @@ class Ant4x2Env(OffcoordParallelEnv):
         self.observability = observability
         self.action_spaces = _ACTION_SPACES
         self.state_space = _STATE_SPACE
-        self._gym_env = gymnasium.make(GYM_ID, render_mode=render_mode, **GYM_KWARGS)
+        camera = {"default_camera_config": dict(CAMERA)} if render_mode else {}  # rendering only
+        self._gym_env = gymnasium.make(GYM_ID, render_mode=render_mode, **GYM_KWARGS, **camera)
+        # stepped without Gymnasium's wrappers (their checks cost about 5% here); the time limit is counted below
+        self._ant = self._gym_env.unwrapped
+        self._steps = 0
         self._state = np.zeros(STATE_DIM, dtype=np.float32)
 
     @property
@@ -190,18 +197,52 @@ class Ant4x2Env(OffcoordParallelEnv):
 
     def _reset_joint(self, seed, options):
         obs, _ = self._gym_env.reset(seed=seed, options=options)
+        self._steps = 0
         self._state = np.asarray(obs, dtype=np.float32)
 
     def _step_joint(self, joint_action: np.ndarray):
-        obs, reward, terminated, truncated, info = self._gym_env.step(joint_action)
+        obs, reward, terminated, _, info = self._ant.step(joint_action)
+        self._steps += 1
         self._state = np.asarray(obs, dtype=np.float32)
-        return float(reward), bool(terminated), bool(truncated), info
+        return float(reward), bool(terminated), self._steps >= MAX_EPISODE_STEPS, info
 
     def render(self):
         if self.render_mode is None:
             gymnasium.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to make()")
             return None
+        # Gymnasium forces its free camera on every frame (the model has no tracking camera): aim it at the torso
+        viewer = self._ant.mujoco_renderer._get_viewer(self.render_mode)
+        viewer.cam.lookat[:] = self._ant.data.body("torso").xpos
         return self._gym_env.render()
 
     def close(self):
         self._gym_env.close()
+
+
+def measure_returns(team: str = "random", episodes: int = 100, seed: int = 0, deterministic: bool = True) -> np.ndarray:
+    """Per-episode returns of a whole team in ``ant-fo``: how the ant cards' reference scores are measured.
+
+    ``team="random"`` acts uniformly in [-1, 1]^8 (the reference minimum); otherwise ``team`` is a
+    policy file (relative paths: the ``datasets_meta`` folder), acting deterministically (the
+    evaluation protocol) unless ``deterministic=False``. Episode ``i`` is reset with seed
+    ``seed + i``, like ``offcoord.evaluate``; random draws come from ``default_rng(seed)``.
+    """
+    from offcoord.policies import PolicyBehavior
+
+    env = Ant4x2Env("fo")
+    rng = np.random.default_rng(seed)
+    behavior = None if team == "random" else PolicyBehavior(team, deterministic=deterministic)
+    returns = np.zeros(episodes)
+    try:
+        for i in range(episodes):
+            env.reset(seed=seed + i)
+            done = False
+            while not done:
+                state = env.state()
+                joint = rng.uniform(-1.0, 1.0, 8).astype(np.float32) if behavior is None else behavior.act(state, rng)
+                reward, terminated, truncated, _ = env.step_joint(joint)
+                returns[i] += reward
+                done = terminated or truncated
+    finally:
+        env.close()
+    return returns

@@ -239,6 +239,8 @@ def _coerce_action(agent: AgentID, action: object, space: spaces.Space) -> np.nd
             )
         return arr.astype(np.int64)
     if isinstance(space, spaces.Box):
+        if type(action) is np.ndarray and action.dtype == space.dtype and action.shape == space.shape:
+            return action  # already what the space holds (the common case); bounds are checked by the caller
         try:
             with np.errstate(over="ignore"):  # a float too large for float32 becomes inf, caught by the bounds
                 arr = np.asarray(action, dtype=space.dtype)

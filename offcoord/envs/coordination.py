@@ -57,6 +57,10 @@ class CoordinationGameEnv(OffcoordParallelEnv):
 
     metadata = {"name": "coordination_game_v0", "render_modes": [], "is_parallelizable": True}
     layout = LAYOUT
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.horizon
     view = FULL_VIEW
 
     def __init__(self, horizon: int = 1, render_mode: str | None = None):
@@ -98,7 +102,7 @@ class IndependentBernoulliBehavior:
         if self.p_right.shape != (len(AGENTS),) or np.any((self.p_right < 0) | (self.p_right > 1)):
             raise ValueError(f"p_right must hold {len(AGENTS)} probabilities in [0, 1], got {p_right!r}")
 
-    def reset(self, rng: np.random.Generator) -> None:
+    def reset(self, rng: np.random.Generator, episode: int = 0) -> None:
         pass
 
     def act(self, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -149,6 +149,7 @@ class Reacher2Env(OffcoordParallelEnv):
 
     metadata = {"name": "reacher2_v0", "render_modes": ["rgb_array"], "is_parallelizable": True, "render_fps": 50}
     layout = LAYOUT
+    max_episode_steps = MAX_EPISODE_STEPS
 
     @staticmethod
     def episode_strategies(states: np.ndarray, joint_actions: np.ndarray) -> dict[str, int]:
@@ -328,9 +329,11 @@ class ReacherExpertBehavior:
         self._started = False
         self._joints = (_JointExpert(0), _JointExpert(1))
 
-    def reset(self, rng: np.random.Generator) -> None:
+    def reset(self, rng: np.random.Generator, episode: int | None = None) -> None:
+        """Start an episode; ``episode`` (its index in the dataset) picks the team under ``"alternate"``
+        (even: clockwise); without it the behavior counts its own resets."""
         if self.strategy == "alternate":
-            self._current = self._episodes % 2
+            self._current = (self._episodes if episode is None else episode) % 2
         elif self.strategy in STRATEGIES:
             self._current = STRATEGIES.index(self.strategy)
         else:
