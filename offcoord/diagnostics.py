@@ -1,8 +1,8 @@
 """The benchmark's own lens on coordination: did the agents follow the same strategy?
 
 Tasks with several equally good joint strategies define, per episode, which strategy each agent
-followed (the coordination game: the side it chose; the reacher: the shoulder's rotation
-direction and the elbow's bend). The **strategy-agreement rate** is the fraction of evaluation
+followed (the coordination game: the side it chose; the reacher: which of the target's two arm
+poses, elbow bent clockwise or counter-clockwise, the shoulder and the elbow went for). The **strategy-agreement rate** is the fraction of evaluation
 episodes in which all agents followed the same one. A team can score well on average while
 agreeing rarely (each expert alone takes the long way round half the time); agreement separates
 "good at the task" from "coordinated".

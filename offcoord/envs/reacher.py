@@ -449,14 +449,21 @@ def measure_returns(team: str = "alternate", episodes: int = 1000, seed: int = 0
 
 
 def episode_strategies(states: np.ndarray, joint_actions: np.ndarray) -> dict[str, int]:
-    """Which rotation strategy each agent followed in one episode (0 = clockwise, 1 = counter-clockwise).
+    """Which of the two arm configurations each agent went for in one episode (0 = the clockwise
+    team's, elbow bent clockwise; 1 = the counter-clockwise team's).
 
-    ``states`` is the episode's ``(T + 1, 10)`` global states. The shoulder's strategy is the sign of
-    its net rotation (unwrapped from cos/sin); the elbow's is the bend it ends in (the clockwise team
-    bends clockwise, ``q1 < 0``). A team *agrees* when both name the same strategy.
+    ``states`` is the episode's ``(T + 1, 10)`` global states. Every target is reached by two poses
+    (:func:`inverse_kinematics`): elbow bent clockwise (``q1 < 0``) with the shoulder at one angle,
+    or bent counter-clockwise with the shoulder at another. The elbow's strategy is the bend it ends
+    in; the shoulder's is the pose whose shoulder angle is nearer its final angle. A team *agrees*
+    when both name the same pose: that is what reaching the target needs (the clockwise shoulder
+    with the counter-clockwise elbow misses it). The way the shoulder turned to get there is not
+    part of it: a team that takes the shorter turn and meets in one pose agrees.
     """
     states = np.asarray(states, dtype=np.float64)
-    q0 = np.arctan2(states[:, SIN0], states[:, COS0])
-    steps = (np.diff(q0) + np.pi) % (2 * np.pi) - np.pi  # per-step changes are far below pi
-    q1_end = math.atan2(states[-1, SIN1], states[-1, COS1])
-    return {"agent_0": int(steps.sum() > 0), "agent_1": int(q1_end > 0)}
+    last = states[-1]
+    q0_end = math.atan2(last[SIN0], last[COS0])
+    q1_end = math.atan2(last[SIN1], last[COS1])
+    q0_poses, _ = inverse_kinematics(np.repeat(last[None, TX : TY + 1], 2, axis=0), np.array(_DIRECTION, dtype=np.float64))
+    distance = np.abs((q0_poses - q0_end + np.pi) % (2 * np.pi) - np.pi)
+    return {"agent_0": int(np.argmin(distance)), "agent_1": int(q1_end > 0)}
