@@ -16,7 +16,6 @@ existing cluster (``address``) or to a local Ray started with one CPU per core.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -105,9 +104,12 @@ TIERS: dict[str, dict[str, dict[str, Any]]] = {
     "ant": {
         "smoke": {"seeds": 1, "*": {"dataset_size": 20_000, "steps": 100, "eval_every": 100, "eval_episodes": 1, "hidden": (32, 32)},
                   "momappo": {**_SMALL_MOMA, "steps": 3, "eval_every": 3, "horizon": 2, "rollouts": 256,
-                              "wm_max_steps": 200, "wm_eval_every": 100}},
+                              "wm_max_steps": 200, "wm_eval_every": 100},
+                  "maiql-ft": {"wm_hidden": (64, 64), "wm_max_steps": 200, "wm_eval_every": 100, "horizon": 2,
+                               "rollout_batch_size": 256, "rollout_every": 25}},
         "quick": {"seeds": 2, "*": {"dataset_size": 200_000, "steps": 10_000, "eval_every": 2_500, "eval_episodes": 3},
-                  "momappo": {"steps": 100, "eval_every": 25, "rollouts": 1024, "wm_max_steps": 5_000}},
+                  "momappo": {"steps": 100, "eval_every": 25, "rollouts": 1024, "wm_max_steps": 5_000},
+                  "maiql-ft": {"wm_max_steps": 5_000, "rollout_every": 1_000}},
         "paper": {"seeds": 5, "*": {"steps": 1_000_000, "eval_every": 10_000},
                   "momappo": {"steps": 3_000, "eval_every": 100}},
     },
@@ -149,13 +151,21 @@ def execute(run: Run, out: Path) -> dict:
 
     import offcoord_agents
 
+    from offcoord_agents.core import read_results
+
     directory = run.directory(out)
     results = directory / "results.json"
     if results.exists():
-        return json.loads(results.read_text())
+        return read_results(directory)  # checked: a damaged file is an error naming it and the repair
     torch.set_num_threads(1)
     offcoord_agents.train(run.algorithm, run.dataset, seed=run.seed, config=run.config, out=directory, progress=False)
-    return json.loads(results.read_text())
+    return read_results(directory)
+
+
+def _read_results(directory: Path) -> dict:
+    from offcoord_agents.core import read_results
+
+    return read_results(directory)
 
 
 def _execute_args(args):
@@ -282,7 +292,7 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
             scores, agreements = [], []
             for r in runs:
                 if r.algorithm == algo and r.dataset == dataset and (r.directory(out) / "results.json").exists():
-                    final = json.loads((r.directory(out) / "results.json").read_text())["final"]
+                    final = _read_results(r.directory(out))["final"]
                     scores.append(final.get("normalized_score", np.nan))
                     if "strategy_agreement" in final:
                         agreements.append(final["strategy_agreement"])
@@ -295,8 +305,9 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
     lines += ["", "Strategy-agreement rate (mean over seeds) where the task defines it:", "",
               "| dataset | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos), *agreement_rows]
     text = "\n".join(lines) + "\n"
-    (Path(out) / table).mkdir(parents=True, exist_ok=True)
-    (Path(out) / table / "summary.md").write_text(text)
+    from offcoord.fileio import atomic_write_bytes
+
+    atomic_write_bytes(Path(out) / table / "summary.md", text.encode())  # a killed run never leaves half a table
     _plot_curves(table, runs, out)
     return text
 
@@ -321,7 +332,7 @@ def _plot_curves(table: str, runs: list[Run], out: Path) -> None:
             for r in runs:
                 path = r.directory(out) / "results.json"
                 if r.algorithm == algo and r.dataset == dataset and path.exists():
-                    evals = json.loads(path.read_text())["evals"]
+                    evals = _read_results(r.directory(out))["evals"]
                     curves.append(([e["step"] for e in evals], [e.get("normalized_score", np.nan) for e in evals]))
             if curves:
                 steps = curves[0][0]
@@ -342,5 +353,11 @@ def _plot_curves(table: str, runs: list[Run], out: Path) -> None:
         fig.tight_layout(rect=(0, 0.08 / nrows, 1, 1))
     else:
         fig.tight_layout()
-    fig.savefig(Path(out) / table / "learning_curves.png", dpi=100)
+    import io
+
+    from offcoord.fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(Path(out) / table / "learning_curves.png", buf.getvalue())
     plt.close(fig)
