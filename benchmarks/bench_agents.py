@@ -89,17 +89,19 @@ class SingleAgentTD3BC:
                 soft_update(t, s, 0.005)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per entry")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--algorithms", default=None, help="comma-separated subset (default: every algorithm; itd3bc is always run)")
+    args = parser.parse_args(argv)
+    names = sorted(ALGORITHMS) if args.algorithms is None else sorted(set(args.algorithms.split(",")) | {"itd3bc"})
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"batch {B}, hidden 256x256, torch {torch.__version__}, {args.threads} thread(s)")
     print(f"{'algorithm':<10}{'task shape':<22}{'updates/s':>12}")
     rates = {}
-    for name in sorted(ALGORITHMS):
+    for name in names:
         cls = algorithm_class(name)
         spec = ANT_PO if not cls.centralized else TaskSpec("bench", "ant-fo", ANT_PO.agents, (27,) * 4, (2,) * 4, False, 27)
         if not cls.supports_continuous:
@@ -124,6 +126,10 @@ def main() -> None:
     print(f"ITD3+BC, 4 agents stacked:                      {rates['itd3bc']:8.1f} updates/s")
     print(f"time per update, 4 stacked agents / 1 agent:     {ratio:6.2f}x   target < 1.5x: {'PASS' if ratio < 1.5 else 'FAIL'}")
     print(f"time per update, 4-agent loop / 4 stacked:       {rates['itd3bc'] / loop_rate:6.2f}x   (> 1x: stacking pays)")
+    return [{"benchmark": "agents", "what": "ITD3+BC update time, 4 stacked agents / single-agent TD3+BC",
+             "value": f"{ratio:.2f}x", "target": "< 1.5x", "pass": ratio < 1.5},
+            {"benchmark": "agents", "what": "ITD3+BC updates/s, 4 stacked agents / loop over 4 TD3+BC",
+             "value": f"{rates['itd3bc'] / loop_rate:.2f}x", "target": "> 1x", "pass": rates["itd3bc"] > loop_rate}]
 
 
 if __name__ == "__main__":

@@ -44,10 +44,10 @@ def offcoord_rate(transitions: int, root: Path) -> float:
     return transitions / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transitions", type=int, default=50_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="offcoord-gen-bench-"))
     try:
         gym = gymnasium_rate(args.transitions)
@@ -58,6 +58,10 @@ def main() -> None:
     print(f"offcoord reacher2-expert generation (act+step+write): {ours:10,.0f} transitions/s")
     print(f"ratio offcoord / Gymnasium stepping: {ours / gym:.2f}   (1M transitions: {1e6 / ours / 60:.1f} min;"
           f" target: minutes, not hours: {'PASS' if 1e6 / ours < 30 * 60 else 'FAIL'})")
+    return [{"benchmark": "generation", "what": "reacher2-expert generation / Gymnasium Reacher-v5 stepping",
+             "value": f"{ours / gym:.2f}x", "target": "(information)", "pass": None},
+            {"benchmark": "generation", "what": "reacher2-expert: 1M transitions", "value": f"{1e6 / ours / 60:.1f} min",
+             "target": "< 30 min", "pass": 1e6 / ours < 30 * 60}]
 
 
 if __name__ == "__main__":

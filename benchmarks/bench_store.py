@@ -116,11 +116,11 @@ def minari_write_and_read(data: dict[str, np.ndarray], n_episodes: int, ds_view)
     return t1 - t0, t2 - t1
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transitions", type=int, default=1_000_000)
     parser.add_argument("--minari-episodes", type=int, default=2000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     card = card_from_bytes(CARD.encode(), Path("<benchmark card>"))
     tmp = Path(tempfile.mkdtemp(prefix="offcoord-bench-"))
     os.environ["MINARI_DATASETS_PATH"] = str(tmp / "minari")
@@ -160,6 +160,11 @@ def main() -> None:
         print(f"  iterate {n_full:,} episodes:              {full_iter:7.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    out = [{"benchmark": "store", "what": f"{name}, offcoord vs Minari ({n_tr:,} transitions)", "value": f"{theirs / ours:.1f}x",
+            "target": "> 1x", "pass": theirs / ours > 1} for name, ours, theirs in rows]
+    out.append({"benchmark": "store", "what": f"load {n:,} transitions (memory-map + checks)", "value": f"{full_open:.3f} s",
+                "target": "< 1 s", "pass": full_open < 1})
+    return out
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import offcoord
 import torch
-from offcoord.fileio import atomic_write_json
+from offcoord.fileio import CorruptedFileError, atomic_write_bytes, atomic_write_json, json_bytes, read_json, sha256_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -123,17 +123,33 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
+LOGS = ("metrics.jsonl", "eval.csv")
+CHECKSUMS = "checksums.json"  # size and sha256 of results.json, policy.pt and the logs, written just before results.json
+
+
+def _digests(directory: Path, names) -> dict[str, list]:
+    out = {}
+    for name in names:
+        path = directory / name
+        if path.exists():
+            data = path.read_bytes()
+            out[name] = [len(data), sha256_bytes(data)]
+    return out
+
+
 class _Logger:
     """JSONL of every record, a CSV of evaluations, TensorBoard scalars when tensorboard is installed."""
 
-    def __init__(self, out: Path, resume_step: int | None):
+    def __init__(self, out: Path, resume_step: int | None, digests: dict | None = None):
         self.out = out
         self.jsonl = out / "metrics.jsonl"
         self.eval_csv = out / "eval.csv"
         if resume_step is None:
             for f in (self.jsonl, self.eval_csv):
                 f.unlink(missing_ok=True)
-        else:  # drop what a killed run logged after its last checkpoint; it will be redone identically
+        elif digests is not None:  # cut each log back to its checkpointed bytes, which must be intact
+            self._restore(resume_step, digests)
+        else:  # a checkpoint without digests (older versions): drop what was logged after it
             self._truncate(resume_step)
         self.tb = None
         try:
@@ -142,6 +158,33 @@ class _Logger:
             self.tb = SummaryWriter(str(out / "tensorboard"))
         except Exception:  # tensorboard is optional
             self.tb = None
+
+    def digests(self) -> dict[str, list]:
+        """Sync the logs to disk and return their sizes and sha256 (stored in each checkpoint)."""
+        for f in (self.jsonl, self.eval_csv):
+            if f.exists():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        return _digests(self.out, LOGS)
+
+    def _restore(self, step: int, digests: dict) -> None:
+        fix = (f"its records up to step {step} cannot be recovered: restart the run from scratch "
+               f"(rm -r {self.out}, or pass --no-resume / resume=False)")
+        for path in (self.jsonl, self.eval_csv):
+            recorded = digests.get(path.name)
+            if recorded is None:  # nothing was logged there at checkpoint time
+                path.unlink(missing_ok=True)
+                continue
+            size, sha = recorded
+            if not path.exists():
+                raise CorruptedFileError(path, f"is missing (checkpoint step {step} recorded {size} bytes)", fix)
+            with open(path, "rb") as f:
+                head = f.read(size)
+            if len(head) < size:
+                raise CorruptedFileError(path, f"is truncated ({len(head)} bytes, {size} at checkpoint step {step})", fix)
+            if sha256_bytes(head) != sha:
+                raise CorruptedFileError(path, f"does not match its checksum at checkpoint step {step} (corrupted)", fix)
+            os.truncate(path, size)  # drop what a killed run logged after its checkpoint; it is redone identically
 
     def _truncate(self, step: int) -> None:
         if self.jsonl.exists():
@@ -247,7 +290,8 @@ def run_training(
         if not resume:
             ckpt_path.unlink(missing_ok=True)  # a later resume must not pick up the run this one replaces
         if resume and ckpt_path.exists():
-            ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path})")
+            ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path}), "
+                                                            "then rerun the same command")
             if ckpt["meta"] != run_meta:
                 raise ValueError(f"{out_dir} holds a different run ({ckpt['meta']['algorithm']} on {ckpt['meta']['dataset']}, "
                                  f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
@@ -257,7 +301,7 @@ def run_training(
             if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             start, evals = ckpt["step"], ckpt["evals"]
-        logger = _Logger(out_dir, start if start else None)
+        logger = _Logger(out_dir, start if start else None, ckpt.get("logs") if start else None)
     else:
         logger = None
 
@@ -265,7 +309,8 @@ def run_training(
         if ckpt_path is not None:
             atomic_torch_save({"step": step, "meta": run_meta, "algo": algo.state_dict(), "sampler": sampler.state_dict(),
                                "torch_rng": torch.get_rng_state(), "evals": evals,
-                               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}, ckpt_path)
+                               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                               "logs": logger.digests()}, ckpt_path)
 
     disable_bar = (bool(os.environ.get("CI")) or None) if progress is None else not progress
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{algo_cls.name} {dataset_id} seed {seed}", disable=disable_bar,
@@ -300,6 +345,42 @@ def run_training(
         final = evals[-1] if evals else {}
         results = {**run_meta, "versions": _versions(), "evals": evals, "final": final,
                    "train_seconds_this_session": time.perf_counter() - t0, "stopped_by_time_limit": out_of_time}
-        atomic_write_json(out_dir / "results.json", results)
+        write_results(out_dir, results)
     policy.meta["evals"] = evals
     return policy
+
+
+def write_results(out_dir: Path, results: dict) -> None:
+    """``checksums.json`` (sizes and sha256 of the logs, policy.pt and the coming results.json),
+    then ``results.json``: a finished run's files can be checked with :func:`read_results`."""
+    data = json_bytes(results)
+    files = _digests(out_dir, (*LOGS, "policy.pt"))
+    files["results.json"] = [len(data), sha256_bytes(data)]
+    atomic_write_json(out_dir / CHECKSUMS, {"files": files}, checksum=True)
+    atomic_write_bytes(out_dir / "results.json", data)
+
+
+def read_results(directory: str | Path) -> dict:
+    """A finished run's ``results.json``, after checking it, its logs and its policy against
+    ``checksums.json``; damage raises :class:`offcoord.fileio.CorruptedFileError` naming the file and the repair."""
+    directory = Path(directory)
+    results_path = directory / "results.json"
+    rerun = (f"delete it and rerun the command that wrote the run: rm {results_path}, then the same "
+             f"`offcoord-agents train ... --out {directory}` or `offcoord-agents reproduce ...` (it resumes from checkpoint.pt)")
+    restart = (f"restart the run: rm -r {directory}, then rerun the same `offcoord-agents train ... --out {directory}` "
+               f"or `offcoord-agents reproduce ...`")
+    if not (directory / CHECKSUMS).exists():  # a run written before checksums.json existed
+        return read_json(results_path, rerun)
+    recorded = read_json(directory / CHECKSUMS, f"rm {directory / CHECKSUMS} {results_path}, then {rerun.split(', then ', 1)[1]}",
+                         checksum=True)["files"]
+    for name, (size, sha) in recorded.items():
+        path = directory / name
+        fix = restart if name in LOGS else rerun
+        if not path.exists():
+            raise CorruptedFileError(path, "is missing", fix)
+        data = path.read_bytes()
+        if len(data) != size:
+            raise CorruptedFileError(path, f"is truncated or overwritten ({len(data)} bytes, {size} recorded in {CHECKSUMS})", fix)
+        if sha256_bytes(data) != sha:
+            raise CorruptedFileError(path, f"does not match its checksum in {CHECKSUMS} (corrupted)", fix)
+    return read_json(results_path, rerun)

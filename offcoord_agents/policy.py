@@ -10,6 +10,7 @@ says so with ``centralized = True``.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -136,25 +137,45 @@ def _save(path, kind: dict, spec: TaskSpec, actor: nn.Module, meta: dict) -> Pat
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` into memory, then offcoord's atomic write (temporary file, fsync, rename)."""
+    """``torch.save`` into memory, then offcoord's atomic write (temporary file, fsync, rename).
+
+    The file is torch's zip format with a CRC-32 per record (``torch.load`` reads it as usual);
+    :func:`safe_torch_load` checks those CRCs, which ``torch.load`` itself does not.
+    """
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def check_torch_file(path: Path) -> None:
+    """Raise if a torch zip file is truncated or any record fails its CRC-32 (a flipped bit in the
+    tensor data would otherwise load silently as a different number)."""
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"record {bad} fails its CRC-32 check")
+
+
 def safe_torch_load(path: Path, what: str, fix: str):
     """Load a torch file; a truncated or corrupted file raises an error naming it and the fix."""
+    from offcoord.fileio import CorruptedFileError
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        data = Path(path).read_bytes()
+        check_torch_file(io.BytesIO(data))
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise
-    except Exception as e:  # zip/pickle errors of a damaged file
-        raise RuntimeError(f"{what} {path} is corrupted or truncated ({type(e).__name__}: {e}); {fix}") from None
+    except Exception as e:  # zip/CRC/pickle errors of a damaged file
+        raise CorruptedFileError(path, f"({what}) is corrupted or truncated ({type(e).__name__}: {e})", fix) from None
 
 
 def load_policy(path: str | Path, stochastic: bool = False, seed: int = 0):
     """Reload a saved policy; it plugs straight into ``offcoord.evaluate``."""
-    payload = safe_torch_load(Path(path), "policy file", "re-run the training that wrote it (`offcoord-agents train ...`)")
+    run = Path(path).parent
+    payload = safe_torch_load(Path(path), "policy file",
+                              f"rerun the command that wrote it: `offcoord-agents train ... --out {run}` resumes from its "
+                              f"checkpoint.pt and writes it again (a run of `offcoord-agents reproduce`: rm {run / 'results.json'} first)")
     if payload.get("format") != POLICY_FORMAT:
         raise ValueError(f"{path}: policy format {payload.get('format')} is not {POLICY_FORMAT}")
     spec = TaskSpec.from_dict(payload["spec"])

@@ -16,11 +16,16 @@ Writes go to a hidden temporary directory next to the target, which is renamed i
 once every column and the manifest are complete and synced, so a reader never sees half a dataset.
 Loading checks every file's size against the manifest (a truncated file is caught at once) and,
 the first time it sees the files or whenever their size or mtime changed, their sha256.
+
+Every column's disk space is reserved up front (``posix_fallocate``): on a full disk the build
+fails at once with a clear ``OSError`` (ENOSPC) instead of a SIGBUS when a memory-mapped page is
+written back, and the temporary directory is removed, so the cache stays as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -30,7 +35,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from offcoord.fileio import atomic_write_json, fsync_dir, sha256_file
+from offcoord.fileio import atomic_write_json, fsync_dir, pid_alive, sha256_file
 from offcoord.errors import DatasetCorruptedError
 
 STORE_FORMAT_VERSION = 1
@@ -55,8 +60,17 @@ class StoreWriter:
         self.tmp = self.target.parent / f".tmp-{self.target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()
         self.arrays: dict[str, np.memmap] = {}
-        for name, (shape, dtype) in columns.items():
-            self.arrays[name] = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        try:
+            for name, (shape, dtype) in columns.items():
+                self.arrays[name] = self._allocate(name, shape, dtype)
+        except BaseException as e:
+            self.__exit__(type(e), e, None)  # raises the ENOSPC explanation, or returns
+            raise
+
+    def _allocate(self, name: str, shape, dtype) -> np.memmap:
+        arr = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        reserve_space(self.tmp / f"{name}.npy")
+        return arr
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -65,6 +79,13 @@ class StoreWriter:
         if exc_type is not None:
             self.arrays.clear()
             shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not getattr(exc, "_offcoord_explained", False):
+                err = OSError(errno.ENOSPC, f"no space left on the device holding {self.target.parent} while building "
+                                            f"{self.target.name}; the build was abandoned and the cache left as it was "
+                                            f"(free some space or point $OFFCOORD_DATA_DIR elsewhere, then rerun: "
+                                            f"offcoord generate {self.target.name})")
+                err._offcoord_explained = True
+                raise err from exc
 
     def truncate(self, name: str, length: int) -> None:
         """Shrink a column to its first ``length`` rows (episode_starts is sized by an upper bound)."""
@@ -72,7 +93,7 @@ class StoreWriter:
         kept = np.array(arr[:length])
         del arr
         os.unlink(self.tmp / f"{name}.npy")
-        out = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=kept.dtype, shape=kept.shape)
+        out = self._allocate(name, kept.shape, kept.dtype)
         out[:] = kept
         self.arrays[name] = out
 
@@ -100,6 +121,21 @@ class StoreWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.target
+
+
+def reserve_space(path: Path) -> None:
+    """Allocate the blocks of a (sparse) file now, so a full disk raises ENOSPC here and not SIGBUS later."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # file systems without it: skip
+            raise
+    finally:
+        os.close(fd)
 
 
 def _file_signature(path: Path) -> list[int]:
@@ -191,7 +227,7 @@ def remove_stale_temporaries(root: Path, name: str) -> None:
             pid = int(parts[-2])
         except (ValueError, IndexError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
     for old in root.glob(f".old-{name}-*"):
         if old.name.rsplit("-", 1)[0] != f".old-{name}":
@@ -201,15 +237,3 @@ def remove_stale_temporaries(root: Path, name: str) -> None:
             os.rename(old, target)
         else:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
