@@ -211,9 +211,6 @@ _near_values = st.one_of(
 )
 
 
-@pytest.mark.xfail(reason="offcoord/data/cards.py lets non-table behavior_kwargs/expected, non-list union, non-string "
-                          "description and non-finite reference scores through (see the hardening report's patch)",
-                   strict=False)
 @settings(max_examples=500, deadline=None)
 @given(changes=st.lists(st.tuples(st.sampled_from(_CARD_FIELDS), st.one_of(_toml_values, _near_values)), min_size=1, max_size=3))
 def test_card_field_values(changes):
@@ -228,7 +225,6 @@ def test_card_field_values(changes):
     _parse_card(_to_toml(d).encode())
 
 
-@pytest.mark.xfail(reason="see test_card_field_values", strict=False)
 @settings(max_examples=500, deadline=None)
 @given(card_id=st.sampled_from(_REAL_CARDS), data=st.data())
 def test_mutated_real_cards(card_id, data):

@@ -128,17 +128,23 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
             raise CardError(f"dataset card {path}: field {where}{key} must be {kind.__name__}, got {value!r}")
         return value
 
+    def table(value, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise CardError(f"dataset card {path}: field {where} must be a table, got {value!r}")
+        return value
+
     version = need(raw, "format_version", int, "")
     if version != CARD_FORMAT_VERSION:
         raise CardError(f"dataset card {path}: format_version {version} is not supported (expected {CARD_FORMAT_VERSION})")
     gen = need(raw, "generation", dict, "")
     ref = need(raw, "reference", dict, "")
-    union = tuple(gen.get("union", ()))
-    if not all(isinstance(u, str) for u in union):
+    union = gen.get("union", [])
+    if not isinstance(union, list) or not all(isinstance(u, str) and u for u in union):
         raise CardError(f"dataset card {path}: generation.union must be a list of card ids")
+    union = tuple(union)
     behavior = "" if union else need(gen, "behavior", str, "generation.")
     transitions = need(gen, "transitions", int, "generation.")
-    behavior_kwargs = dict(gen.get("behavior_kwargs", {}))
+    behavior_kwargs = dict(table(gen.get("behavior_kwargs", {}), "generation.behavior_kwargs"))
     segments: tuple[Segment, ...] = ()
     if not union:
         tables = gen.get("segments", [{}])
@@ -149,8 +155,11 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
             unknown = set(t) - {"behavior", "behavior_kwargs", "share"}
             if unknown:
                 raise CardError(f"dataset card {path}: generation.segments[{k}] has unknown fields {sorted(unknown)}")
+            if not isinstance(t.get("behavior", behavior), str):
+                raise CardError(f"dataset card {path}: generation.segments[{k}].behavior must be str")
+            table(t.get("behavior_kwargs", {}), f"generation.segments[{k}].behavior_kwargs")
             share = t.get("share", 1)
-            if isinstance(share, bool) or not isinstance(share, (int, float)) or share <= 0:
+            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < float("inf"):
                 raise CardError(f"dataset card {path}: generation.segments[{k}].share must be a positive number")
             shares.append(share)
         counts = split_evenly(max(transitions, 0), shares)
@@ -163,7 +172,7 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
         raise CardError(f"dataset card {path}: generation.workers must be a positive integer")
     card = Card(
         id=need(raw, "id", str, ""),
-        description=raw.get("description", ""),
+        description=need(raw, "description", str, "") if "description" in raw else "",
         datasets=dict(need(raw, "datasets", dict, "")),
         env=need(gen, "env", str, "generation."),
         behavior=behavior,
@@ -172,7 +181,7 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
         seed=need(gen, "seed", int, "generation."),
         reference_min=need(ref, "min_score", float, "reference."),
         reference_max=need(ref, "max_score", float, "reference."),
-        expected=dict(raw.get("expected", {})),
+        expected=dict(table(raw.get("expected", {}), "expected")),
         path=path,
         sha256=hashlib.sha256(data_bytes).hexdigest(),
         format_version=version,
@@ -183,6 +192,8 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
     )
     if card.transitions <= 0:
         raise CardError(f"dataset card {path}: generation.transitions must be positive, got {card.transitions}")
+    if not (np.isfinite(card.reference_min) and np.isfinite(card.reference_max)):
+        raise CardError(f"dataset card {path}: reference scores must be finite numbers")
     if card.reference_max == card.reference_min:
         raise CardError(f"dataset card {path}: reference.max_score must differ from reference.min_score")
     if not card.datasets or not all(isinstance(v, str) for v in card.datasets.values()):
