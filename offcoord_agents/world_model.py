@@ -245,12 +245,15 @@ def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Pa
     """
     path = Path(path) if path is not None else None
     fitted_on = {"dataset": ds.id, "transitions": len(ds), "seed": seed}
-    if path is not None and path.exists():
-        model = WorldModel.load(path)
-        # files saved before "fitted_on" was recorded are trusted on their configuration alone
-        if asdict(model.config) == asdict(config) and model.report.get("fitted_on", fitted_on) == fitted_on:
-            return model  # trained by an earlier, interrupted session of this run
-    model = WorldModel.fit(ds, config, seed=seed, progress=progress)
+    # Fitting draws from torch's global generator and loading draws differently: fork it, so the
+    # caller's random stream (its policy's samples) is the same whether the model was fit or loaded.
+    with torch.random.fork_rng(devices=[]):
+        if path is not None and path.exists():
+            model = WorldModel.load(path)
+            # files saved before "fitted_on" was recorded are trusted on their configuration alone
+            if asdict(model.config) == asdict(config) and model.report.get("fitted_on", fitted_on) == fitted_on:
+                return model  # trained by an earlier, interrupted session of this run
+        model = WorldModel.fit(ds, config, seed=seed, progress=progress)
     model.report["fitted_on"] = fitted_on
     if path is not None:
         model.save(path)

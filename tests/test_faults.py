@@ -380,9 +380,6 @@ def test_training_killed_at_every_point(tmp_path, train_data, algo):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="MOMA-PPO resumed with the world_model.pt an interrupted session saved, but before its first "
-                          "checkpoint, ends with other policy weights than an uninterrupted run (the evaluations agree here); "
-                          "world_model.py / momappo.py, not fixed by the hardening issue", strict=False)
 def test_momappo_killed_before_its_first_checkpoint(tmp_path, train_data):
     _check_training_kills(tmp_path, train_data, "momappo", _MOMA_CONFIG, ["log:1"])
 
