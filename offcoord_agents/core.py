@@ -233,13 +233,15 @@ def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ValueError(f"unknown {algo_cls.name} option(s) {unknown}; options are {sorted(fields)}")
-    if "hidden" in overrides:
-        hidden = overrides["hidden"]
-        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__") or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+    for name in ("hidden", "wm_hidden"):  # layer widths; lists (from JSON or --set) become tuples
+        if name not in overrides:
+            continue
+        widths = overrides[name]
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__iter__") or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in widths
         ):
-            raise ValueError(f"hidden must be a sequence of positive integers such as (256, 256), got {hidden!r}")
-        overrides["hidden"] = tuple(hidden)
+            raise ValueError(f"{name} must be a sequence of positive integers such as (256, 256), got {widths!r}")
+        overrides[name] = tuple(widths)
     config = algo_cls.Config(**overrides)
     for name in ("steps", "batch_size", "eval_every", "eval_episodes", "checkpoint_every", "log_every"):
         value = getattr(config, name)
