@@ -134,10 +134,26 @@ def test_verify_rehashes_even_when_mtime_is_restored(cache):
 def test_dataset_built_from_an_older_card_is_refused(cache):
     ds = offcoord.load_dataset("coordination-neutral", progress=False)
     manifest = json.loads((ds.path / "manifest.json").read_text())
-    manifest["card_sha256"] = "0" * 64
+    manifest["recipe_sha256"] = "0" * 64
     (ds.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetCorruptedError, match="different version of the card"):
         offcoord.load_dataset("coordination-neutral")
+
+
+def test_only_the_recipe_decides_whether_a_cached_copy_is_valid(tmp_path):
+    """Editing a card's words, reference scores or expectations keeps its data; editing how it is made does not."""
+    from offcoord.data.cards import card_from_bytes, recipe_key
+
+    text = offcoord.registry.dataset_card("coordination-neutral").path.read_text()
+    card = card_from_bytes(text.encode(), tmp_path / "a.toml")
+    reworded = text.replace("[reference]", "# a new comment\n[reference]").replace("min_score = 0.0", "min_score = 0.5")
+    reworded = card_from_bytes(reworded.replace('description = "', 'description = "Reworded. ').encode(), tmp_path / "b.toml")
+    assert reworded.sha256 != card.sha256 and recipe_key(reworded) == recipe_key(card)
+    reseeded = card_from_bytes(text.replace("seed = 0", "seed = 1").encode(), tmp_path / "c.toml")
+    assert recipe_key(reseeded) != recipe_key(card)
+    assert recipe_key(card.resized(500)) not in (recipe_key(card), recipe_key(card.resized(501)))
+    mixed = offcoord.registry.dataset_card("ant-mixed")
+    assert recipe_key(mixed) != mixed.recipe_sha256  # folds in the members' recipes
 
 
 _KILL_SCRIPT = textwrap.dedent(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from offcoord.fileio import cache_dir
-from offcoord.data.cards import Card
+from offcoord.data.cards import Card, recipe_key
 from offcoord.data.dataset import Batch, Dataset, Episode
 from offcoord.data.generate import generate, store_path
 from offcoord.data.store import MANIFEST, open_columns, read_manifest, rebuild_hint, verify_store
@@ -51,7 +51,8 @@ def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool
             raise FileNotFoundError(f"dataset {dataset_id} is not in the cache {path.parent}; build it with: offcoord generate {card.id}")
         generate(card, root=root, progress=progress)
     manifest = read_manifest(path, card.id)
-    if manifest.get("card_sha256") != card.sha256:
+    built_from = manifest.get("recipe_sha256")
+    if (built_from != recipe_key(card)) if built_from else (manifest.get("card_sha256") != card.sha256):
         raise DatasetCorruptedError(
             f"{path} was built from a different version of the card {card.path}; {rebuild_hint(card.id)}"
         )

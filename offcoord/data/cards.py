@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sys
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -58,6 +59,7 @@ class Card:
     segments: tuple[Segment, ...] = ()  # behaviors run in order; one segment unless [[generation.segments]]
     union: tuple[str, ...] = ()  # card ids whose stored copies are concatenated (``ant-mixed``), instead of segments
     base_id: str = ""  # the card this one was resized from (``resized``); "" for a card file
+    recipe_sha256: str = ""  # hash of what decides the data (id, format, [generation]); see recipe_key
     workers: int | None = None  # generation processes (None: decided by the size, see offcoord.data.generate)
 
     @property
@@ -87,6 +89,7 @@ class Card:
             ),
             expected={},
             sha256=hashlib.sha256(f"{self.sha256}:transitions={transitions}".encode()).hexdigest(),
+            recipe_sha256=hashlib.sha256(f"{self.recipe_sha256}:transitions={transitions}".encode()).hexdigest(),
             base_id=base,
         )
 
@@ -184,6 +187,9 @@ def card_from_bytes(data_bytes: bytes, path: Path) -> Card:
         expected=dict(table(raw.get("expected", {}), "expected")),
         path=path,
         sha256=hashlib.sha256(data_bytes).hexdigest(),
+        recipe_sha256=hashlib.sha256(
+            json.dumps({"format_version": version, "id": raw.get("id"), "generation": gen}, sort_keys=True, default=str).encode()
+        ).hexdigest(),
         format_version=version,
         raw=raw,
         segments=segments,
@@ -211,3 +217,19 @@ def load_cards() -> dict[str, Card]:
             raise CardError(f"dataset card {path}: file name must be the card id {card.id!r}.toml")
         cards[card.id] = card
     return cards
+
+
+def recipe_key(card: Card) -> str:
+    """The hash a stored copy must carry to be ``card``'s data: the card's recipe (its id, format and
+    ``[generation]`` table, and the size of a variant), with a union's members' recipes folded in.
+
+    Editing a card's description, reference scores or ``[expected]`` statistics keeps its cached
+    data valid; editing how the data is made (behavior, seed, size, members) does not.
+    """
+    if not card.union:
+        return card.recipe_sha256
+    cards = load_cards()
+    members = [cards[u] for u in card.union if u in cards]
+    if card.is_variant:
+        members = [m.resized(n) for m, n in zip(members, split_evenly(card.transitions, [m.transitions for m in members]))]
+    return hashlib.sha256(":".join([card.recipe_sha256] + [recipe_key(m) for m in members]).encode()).hexdigest()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from offcoord import __version__
 from offcoord.fileio import cache_dir, file_lock
-from offcoord.data.cards import Card
+from offcoord.data.cards import Card, recipe_key
 from offcoord.data.store import MANIFEST, StoreWriter, remove_stale_temporaries
 from offcoord.errors import CardError, DatasetVerificationError
 
@@ -78,6 +78,7 @@ def _manifest(card: Card, stats: dict[str, Any]) -> dict[str, Any]:
     return {
         "card_id": card.id,
         "card_sha256": card.sha256,
+        "recipe_sha256": recipe_key(card),
         "offcoord_version": __version__,
         "numpy_version": np.__version__,
         "platform": platform.platform(),

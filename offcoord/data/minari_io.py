@@ -116,7 +116,7 @@ def import_minari(minari_id: str, root: Path) -> Dataset:
     :class:`Dataset` with the original environment's layout and view.
     """
     from offcoord.data import open_dataset
-    from offcoord.data.cards import card_from_bytes
+    from offcoord.data.cards import card_from_bytes, recipe_key
     from offcoord.data.store import StoreWriter
 
     minari, _ = _require_minari()
@@ -160,5 +160,5 @@ def import_minari(minari_id: str, root: Path) -> Dataset:
                 cols[f"extra_{k}"][s] = ep.infos[f"extra_{k}"][1:]
             t += length
         stats = dataset_statistics(cols)
-        path = writer.commit({"card_id": card.id, "card_sha256": card.sha256, "source": f"minari:{minari_id}", "statistics": stats})
+        path = writer.commit({"card_id": card.id, "card_sha256": card.sha256, "recipe_sha256": recipe_key(card), "source": f"minari:{minari_id}", "statistics": stats})
     return open_dataset(path, card, meta["dataset_id"])
