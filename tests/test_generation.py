@@ -1,6 +1,8 @@
 """Dataset generation: worker processes, behavior segments, unions of cards, size variants, and the
 ant cards (D4RL-style random / medium / full-replay / expert / mixed)."""
 
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -60,6 +62,27 @@ def test_bytes_do_not_depend_on_the_number_of_worker_processes(tmp_path):
     # the scripted teams still alternate by episode index (even: clockwise)
     strategies = cols["extra_strategy"][cols["episode_starts"]]
     np.testing.assert_array_equal(strategies, np.arange(26) % 2)
+
+
+def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):
+    """A user's script without a main guard builds with workers once (they are fresh interpreters that
+    import offcoord only); an error inside a worker reaches the caller and nothing is cached."""
+    script = tmp_path / "build.py"
+    script.write_text(textwrap.dedent(f"""
+        print("script body", flush=True)
+        from offcoord.data.cards import load_cards
+        from offcoord.data.generate import generate
+        generate(load_cards()["ant-random"].resized(1_100), root={str(tmp_path / "c")!r}, progress=False, workers=2)
+        """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    assert out.count("script body") == 1
+    # a behavior made for another task: it is built fine, and fails at its first step, in a worker
+    bad = card_from_bytes(
+        load_cards()["ant-random"].path.read_bytes().replace(b'env = "ant-fo" }', b'env = "reacher2-fo" }'), tmp_path / "bad.toml"
+    ).resized(1_100)
+    with pytest.raises(ValueError, match=r"joint action has shape \(2,\), expected \(8,\)"):
+        generate(bad, root=tmp_path / "bad", progress=False, workers=2)
+    assert [p.name for p in (tmp_path / "bad").iterdir()] == [".locks"]  # nothing cached, no temporaries
 
 
 def test_segments_take_their_shares_in_order_and_are_marked(tmp_path):

@@ -158,25 +158,111 @@ def _generate_segments(card: Card, target: Path, progress: bool | None, workers:
 
 def _map_ordered(fn, tasks, workers: int):
     """``map(fn, tasks)`` over a lazy, endless ``tasks``; with several workers, a few tasks ahead in
-    worker processes. Results come back in task order; abandoning the iterator cancels the rest."""
+    worker processes. Results come back in task order; abandoning the iterator stops the workers.
+
+    The workers are fresh interpreters (``python -c``) that import only offcoord, not the caller's
+    ``__main__``: multiprocessing's spawn and forkserver would re-run a user's script without an
+    ``if __name__ == "__main__"`` guard in every worker, and fork would copy a parent's threads
+    (torch, tqdm) into children half-initialized.
+    """
     if workers <= 1:
         yield from map(fn, tasks)
         return
-    import concurrent.futures
-    import multiprocessing
-
-    # spawn, not fork: the caller may hold threads (torch, tqdm) that a forked child would inherit broken
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    pending = collections.deque()
+    pool = [_Worker() for _ in range(workers)]
+    pending: collections.deque = collections.deque()  # (worker, task) in task order
     try:
-        for task in tasks:
-            pending.append(pool.submit(fn, task))
+        for k, task in enumerate(tasks):
+            worker = pool[k % workers]  # round robin: each worker answers its own tasks in order
+            worker.send((fn, task))
+            pending.append(worker)
             if len(pending) > workers:  # one task queued per busy worker
-                yield pending.popleft().result()
+                yield pending.popleft().receive()
     finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        for worker in pool:
+            worker.stop()
+
+
+def _frame(data: bytes) -> bytes:
+    return len(data).to_bytes(8, "little") + data
+
+
+def _read_frame(stream) -> bytes | None:
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    size = int.from_bytes(head, "little")
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+_WORKER_BOOT = (
+    "import json, os, sys; sys.path[:0] = json.loads(os.environ['OFFCOORD_WORKER_PATH']); "
+    "from offcoord.data.generate import _worker_main; _worker_main()"
+)
+
+
+class _Worker:
+    """One generation worker process; tasks and results are length-prefixed pickles over its pipes."""
+
+    def __init__(self):
+        import json
+        import subprocess
+        import sys
+
+        env = {**os.environ, "OFFCOORD_WORKER_PATH": json.dumps([p for p in sys.path if p])}
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    def send(self, job) -> None:
+        import pickle
+
+        self.proc.stdin.write(_frame(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)))
+        self.proc.stdin.flush()
+
+    def receive(self):
+        import pickle
+
+        data = _read_frame(self.proc.stdout)
+        if data is None:
+            raise RuntimeError(f"a dataset generation worker died (exit code {self.proc.wait()}); nothing was cached")
+        ok, value = pickle.loads(data)
+        if not ok:
+            raise value
+        return value
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # it may be in the middle of a block nobody needs any more
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def _worker_main() -> None:
+    """Loop of a worker process: read ``(fn, task)``, answer ``(True, fn(task))`` or ``(False, error)``."""
+    import pickle
+    import sys
+    import traceback
+
+    channel_in = sys.stdin.buffer
+    channel_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints from libraries must not corrupt the channel
+    while (data := _read_frame(channel_in)) is not None:
+        fn, task = pickle.loads(data)
+        try:
+            answer = (True, fn(task))
+        except BaseException as e:  # noqa: BLE001 - handed to the parent, which raises it
+            if hasattr(e, "add_note"):  # Python 3.11+
+                e.add_note("in a dataset generation worker:\n" + traceback.format_exc())
+            try:
+                pickle.dumps(e)
+                answer = (False, e)
+            except Exception:
+                answer = (False, RuntimeError(f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        channel_out.write(_frame(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)))
+        channel_out.flush()
 
 
 _RUNNERS: dict[tuple[str, int], "_BlockRunner"] = {}
