@@ -210,6 +210,8 @@ class _Worker:
         import sys
 
         env = {**os.environ, "OFFCOORD_WORKER_PATH": json.dumps([p for p in sys.path if p])}
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")  # one process per core already; BLAS threads on top only oversubscribe
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
 
     def send(self, job) -> None:
