@@ -89,7 +89,7 @@ TIERS: dict[str, dict[str, dict[str, Any]]] = {
                   "momappo": {"steps": 200, "eval_every": 20, "horizon": 1}},
     },
     "reacher": {
-        "smoke": {"seeds": 1, "*": {"steps": 300, "eval_every": 300, "eval_episodes": 2, "hidden": (32, 32)},
+        "smoke": {"seeds": 1, "*": {"dataset_size": 5_000, "steps": 300, "eval_every": 300, "eval_episodes": 2, "hidden": (32, 32)},
                   "momappo": {**_SMALL_MOMA, "steps": 5, "eval_every": 5, "wm_max_steps": 300, "wm_eval_every": 100}},
         "quick": {"seeds": 3, "*": {"steps": 20_000, "eval_every": 5_000},
                   "momappo": {"steps": 300, "eval_every": 50, "rollouts": 512, "wm_max_steps": 10_000}},

@@ -39,6 +39,30 @@ class RolloutConfig:
     sample: bool = True  # sample from the elite's Gaussian (False: use its mean)
 
 
+@dataclass
+class ModelBasedOptions:
+    """Config fields of every model-based algorithm (``momappo``, ``maiql-ft``): the ensemble, fit by
+    :func:`offcoord_agents.world_model.fit_or_load`, and its synthetic rollouts. Mixed into their
+    config dataclasses, so the defaults live here once."""
+
+    # world model (offcoord_agents.world_model.WorldModelConfig)
+    wm_members: int = 7
+    wm_elites: int = 5
+    wm_hidden: tuple[int, ...] = (200, 200, 200, 200)
+    wm_max_steps: int = 50_000
+    wm_eval_every: int = 500
+    wm_patience: int = 5
+    # synthetic rollouts (RolloutConfig)
+    horizon: int = 10  # rollout length k (1 for the one-step coordination game)
+    disagreement_threshold: float = 2.0
+    lambda_r: float = 0.05
+    lambda_g: float = 0.1
+
+    def rollout_config(self, **kwargs) -> RolloutConfig:
+        return RolloutConfig(horizon=self.horizon, disagreement_threshold=self.disagreement_threshold,
+                             lambda_r=self.lambda_r, lambda_g=self.lambda_g, **kwargs)
+
+
 class WorldModelEnv(ParallelEnv):
     metadata = {"name": "offcoord_world_model_v0", "render_modes": [], "is_parallelizable": True}
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -71,3 +72,18 @@ def test_every_tier_override_is_a_config_field_of_its_algorithm():
             for r in plan(table, tier):
                 fields = {f.name for f in dataclasses.fields(algorithm_class(r.algorithm).Config)}
                 assert set(r.config) <= fields, (table, tier, r.algorithm, set(r.config) - fields)
+
+
+@pytest.mark.parametrize("table", ["reacher", "ant"])
+def test_smoke_tier_of_the_continuous_tables_runs_end_to_end(cache, tmp_path, table):
+    """Every algorithm on every dataset of the table, at the smoke budget (small dataset variants):
+    each run finishes with a normalized score, and the table prints every cell."""
+    out = tmp_path / "reproduce"
+    assert main(["reproduce", table, "--tier", "smoke", "--out", str(out), "--workers", "2"]) == 0
+    runs = plan(table, "smoke")
+    for r in runs:
+        results = json.loads((r.directory(out) / "results.json").read_text())
+        assert np.isfinite(results["final"]["normalized_score"]), r
+    summary = (out / table / "summary.md").read_text().split("Strategy-agreement")[0]
+    cells = len(TABLES[table]["datasets"]) * len(TABLES[table]["algorithms"])
+    assert summary.count("| – [") == cells - len({(r.dataset, r.algorithm) for r in runs})  # only IQL off FO is empty

@@ -36,29 +36,17 @@ import torch
 from offcoord_agents.algos.maiql import MAIQL, MAIQLConfig
 from offcoord_agents.data import TaskSpec, TorchBatch, joint_action_matrix, stack_agents
 from offcoord_agents.world_model import WorldModel, fit_or_load, world_model_config
-from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv
+from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
 
 @dataclass
-class MAIQLFTConfig(MAIQLConfig):
+class MAIQLFTConfig(MAIQLConfig, ModelBasedOptions):  # world-model and rollout fields: ModelBasedOptions, as momappo
     # fine-tuning schedule
     pretrain_fraction: float = 0.5  # share of `steps` that are plain MA-IQL on the dataset before fine-tuning starts
     rollout_every: int = 1_000  # fine-tuning steps between rounds of synthetic rollouts (the first fine-tuning step starts one)
     rollout_batch_size: int = 2_048  # rollouts started from dataset states per round
     synthetic_buffer_size: int = 200_000  # capacity of the synthetic replay buffer (oldest transitions leave first)
     rollout_stochastic: bool = True  # actors sample their actions in rollouts (False: Gaussian mean / categorical mode)
-    # world model (offcoord_agents.world_model.WorldModelConfig), as momappo
-    wm_members: int = 7
-    wm_elites: int = 5
-    wm_hidden: tuple[int, ...] = (200, 200, 200, 200)
-    wm_max_steps: int = 50_000
-    wm_eval_every: int = 500
-    wm_patience: int = 5
-    # synthetic rollouts (offcoord_agents.world_model_env.RolloutConfig), as momappo
-    horizon: int = 10  # rollout length k (1 for the one-step coordination game)
-    disagreement_threshold: float = 2.0
-    lambda_r: float = 0.05
-    lambda_g: float = 0.1
 
 
 class SyntheticBuffer:
@@ -139,9 +127,7 @@ class MAIQLFT(MAIQL):
         self.dataset = ds
         path = Path(workdir) / "world_model.pt" if workdir else None  # kept so that a resumed run does not fit it again
         self.world_model = fit_or_load(ds, world_model_config(cfg), path, seed=int(torch.initial_seed()) % 2**31)
-        rollout = RolloutConfig(horizon=cfg.horizon, disagreement_threshold=cfg.disagreement_threshold,
-                                lambda_r=cfg.lambda_r, lambda_g=cfg.lambda_g)
-        self.env = WorldModelEnv(self.world_model, ds, rollout, num_envs=cfg.rollout_batch_size,
+        self.env = WorldModelEnv(self.world_model, ds, cfg.rollout_config(), num_envs=cfg.rollout_batch_size,
                                  seed=int(torch.initial_seed()) % 2**31)
 
     def state_dict(self):

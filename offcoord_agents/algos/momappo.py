@@ -27,11 +27,11 @@ from offcoord_agents.data import TaskSpec, stack_agents
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
 from offcoord_agents.policy import TeamPolicy
 from offcoord_agents.world_model import WorldModel, fit_or_load, world_model_config
-from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv
+from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
 
 @dataclass
-class MOMAPPOConfig(TrainConfig):
+class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout fields: ModelBasedOptions
     steps: int = 2_000  # PPO iterations
     eval_every: int = 50
     checkpoint_every: int = 50
@@ -44,18 +44,6 @@ class MOMAPPOConfig(TrainConfig):
     target_entropy_per_dim: float = -1.0  # continuous actions: nats per action dim the entropy weight aims at
     target_entropy_discrete: float = 0.1  # discrete actions: nats per agent
     initial_entropy_coef: float = 0.01
-    # world model (offcoord_agents.world_model.WorldModelConfig)
-    wm_members: int = 7
-    wm_elites: int = 5
-    wm_hidden: tuple[int, ...] = (200, 200, 200, 200)
-    wm_max_steps: int = 50_000
-    wm_eval_every: int = 500
-    wm_patience: int = 5
-    # synthetic rollouts (offcoord_agents.world_model_env.RolloutConfig)
-    horizon: int = 10  # rollout length k (1 for the one-step coordination game)
-    disagreement_threshold: float = 2.0
-    lambda_r: float = 0.05
-    lambda_g: float = 0.1
 
 
 class MOMAPPO(Algorithm):
@@ -87,9 +75,7 @@ class MOMAPPO(Algorithm):
         cfg = self.config
         path = Path(workdir) / "world_model.pt" if workdir else None  # kept so that a resumed run does not fit it again
         self.world_model = fit_or_load(ds, world_model_config(cfg), path, seed=int(torch.initial_seed()) % 2**31)
-        rollout = RolloutConfig(horizon=cfg.horizon, disagreement_threshold=cfg.disagreement_threshold,
-                                lambda_r=cfg.lambda_r, lambda_g=cfg.lambda_g)
-        self.env = WorldModelEnv(self.world_model, ds, rollout, num_envs=cfg.rollouts,
+        self.env = WorldModelEnv(self.world_model, ds, cfg.rollout_config(), num_envs=cfg.rollouts,
                                  seed=int(torch.initial_seed()) % 2**31)
 
     def state_dict(self):
