@@ -154,6 +154,13 @@ def test_only_the_recipe_decides_whether_a_cached_copy_is_valid(tmp_path):
     assert recipe_key(card.resized(500)) not in (recipe_key(card), recipe_key(card.resized(501)))
     mixed = offcoord.registry.dataset_card("ant-mixed")
     assert recipe_key(mixed) != mixed.recipe_sha256  # folds in the members' recipes
+    # a policy's weights are part of the recipe: new weights under the same file name are new data
+    expert = offcoord.registry.dataset_card("ant-expert")
+    (tmp_path / "ant-expert.npz").write_bytes(expert.path.with_name("ant-expert.npz").read_bytes())
+    here = card_from_bytes(expert.path.read_bytes(), tmp_path / "ant-expert.toml")
+    assert recipe_key(here) == recipe_key(expert)
+    (tmp_path / "ant-expert.npz").write_bytes(expert.path.with_name("ant-medium.npz").read_bytes())
+    assert recipe_key(here) != recipe_key(expert)
 
 
 _KILL_SCRIPT = textwrap.dedent(

@@ -227,9 +227,25 @@ def recipe_key(card: Card) -> str:
     data valid; editing how the data is made (behavior, seed, size, members) does not.
     """
     if not card.union:
-        return card.recipe_sha256
+        weights = [_file_digest(card, seg.behavior_kwargs["weights"]) for seg in card.segments if "weights" in seg.behavior_kwargs]
+        if not weights:
+            return card.recipe_sha256
+        # a behavior's weights file is part of the recipe: new weights under the same name are new data
+        return hashlib.sha256(":".join([card.recipe_sha256] + weights).encode()).hexdigest()
     cards = load_cards()
     members = [cards[u] for u in card.union if u in cards]
     if card.is_variant:
         members = [m.resized(n) for m, n in zip(members, split_evenly(card.transitions, [m.transitions for m in members]))]
     return hashlib.sha256(":".join([card.recipe_sha256] + [recipe_key(m) for m in members]).encode()).hexdigest()
+
+
+def _file_digest(card: Card, name: str) -> str:
+    """sha256 of a file a card names (relative names: next to the card, else in ``datasets_meta``)."""
+    from offcoord.fileio import sha256_file
+
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [Path(card.path).parent / path, meta_dir() / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return sha256_file(candidate)
+    return f"missing:{name}"
