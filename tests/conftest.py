@@ -6,6 +6,15 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+try:  # CI runs the same fuzz cases every time (a red build must be reproducible); locally they vary
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # pragma: no cover - hypothesis is in the dev extra
+    pass
+
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:

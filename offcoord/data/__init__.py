@@ -19,7 +19,7 @@ def _resolve(dataset_id: str, size: int | None = None) -> tuple[str, Card]:
 
     if "@" in dataset_id:  # "ant-expert-po@50000": the size-variant spelling used by the CLI and in cache names
         dataset_id, _, count = dataset_id.rpartition("@")
-        if not count.isdigit() or (size is not None and size != int(count)):
+        if not (count.isascii() and count.isdigit()) or (size is not None and size != int(count)):
             raise ValueError(f"dataset id {dataset_id}@{count}: the part after '@' must be the size in transitions")
         size = int(count)
     card = dataset_card(dataset_id)
