@@ -19,6 +19,7 @@ methods ``reset``/``step`` are the single-rollout view of the same machinery.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import offcoord
@@ -27,7 +28,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from offcoord_agents.data import TaskSpec, joint_action_matrix
-from offcoord_agents.world_model import WorldModel, disagreement
+from offcoord_agents.world_model import WorldModel, disagreement, fit_or_load, world_model_config
 
 
 @dataclass
@@ -61,6 +62,15 @@ class ModelBasedOptions:
     def rollout_config(self, **kwargs) -> RolloutConfig:
         return RolloutConfig(horizon=self.horizon, disagreement_threshold=self.disagreement_threshold,
                              lambda_r=self.lambda_r, lambda_g=self.lambda_g, **kwargs)
+
+    def world_model_env(self, ds: "offcoord.Dataset", workdir: Path | None, num_envs: int) -> "WorldModelEnv":
+        """The run's world model, wrapped for ``num_envs`` batched rollouts. The model is fit on ``ds``,
+        or loaded from ``workdir/world_model.pt`` where an interrupted session of this run saved it;
+        both are seeded from torch's initial seed, so a run is reproducible from its seed alone."""
+        seed = int(torch.initial_seed()) % 2**31
+        path = Path(workdir) / "world_model.pt" if workdir else None
+        model = fit_or_load(ds, world_model_config(self), path, seed=seed)
+        return WorldModelEnv(model, ds, self.rollout_config(), num_envs=num_envs, seed=seed)
 
 
 class WorldModelEnv(ParallelEnv):

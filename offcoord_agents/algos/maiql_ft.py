@@ -35,7 +35,7 @@ import torch
 
 from offcoord_agents.algos.maiql import MAIQL, MAIQLConfig
 from offcoord_agents.data import TaskSpec, TorchBatch, joint_action_matrix, stack_agents
-from offcoord_agents.world_model import WorldModel, fit_or_load, world_model_config
+from offcoord_agents.world_model import WorldModel
 from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
 
@@ -125,10 +125,8 @@ class MAIQLFT(MAIQL):
     def setup(self, ds, workdir: Path | None = None) -> None:
         cfg = self.config
         self.dataset = ds
-        path = Path(workdir) / "world_model.pt" if workdir else None  # kept so that a resumed run does not fit it again
-        self.world_model = fit_or_load(ds, world_model_config(cfg), path, seed=int(torch.initial_seed()) % 2**31)
-        self.env = WorldModelEnv(self.world_model, ds, cfg.rollout_config(), num_envs=cfg.rollout_batch_size,
-                                 seed=int(torch.initial_seed()) % 2**31)
+        self.env = cfg.world_model_env(ds, workdir, num_envs=cfg.rollout_batch_size)
+        self.world_model = self.env.model
 
     def state_dict(self):
         return {**super().state_dict(), "rollout_generator": self.env.generator.get_state(),

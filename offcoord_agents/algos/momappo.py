@@ -26,7 +26,7 @@ from offcoord_agents.core import Algorithm, TrainConfig, optimize
 from offcoord_agents.data import TaskSpec, stack_agents
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
 from offcoord_agents.policy import TeamPolicy
-from offcoord_agents.world_model import WorldModel, fit_or_load, world_model_config
+from offcoord_agents.world_model import WorldModel
 from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
 
@@ -73,10 +73,8 @@ class MOMAPPO(Algorithm):
     # ------------------------------------------------------------------ setup: the world model
     def setup(self, ds, workdir: Path | None = None) -> None:
         cfg = self.config
-        path = Path(workdir) / "world_model.pt" if workdir else None  # kept so that a resumed run does not fit it again
-        self.world_model = fit_or_load(ds, world_model_config(cfg), path, seed=int(torch.initial_seed()) % 2**31)
-        self.env = WorldModelEnv(self.world_model, ds, cfg.rollout_config(), num_envs=cfg.rollouts,
-                                 seed=int(torch.initial_seed()) % 2**31)
+        self.env = cfg.world_model_env(ds, workdir, num_envs=cfg.rollouts)
+        self.world_model = self.env.model
 
     def state_dict(self):
         return {**super().state_dict(), "rollout_generator": self.env.generator.get_state(),
