@@ -92,32 +92,11 @@ def _columns(names) -> np.ndarray:
 
 
 # ---- fo: every agent sees the whole state
-def _observe_fo(states: np.ndarray) -> dict[str, np.ndarray]:
-    return {a: states.copy() for a in AGENTS}
-
-
-FO_VIEW = ObservationView(
-    name="fo",
-    observe=_observe_fo,
-    observation_spaces={a: box(STATE_DIM) for a in AGENTS},
-    description={a: STATE_NAMES for a in AGENTS},
-)
+FO_VIEW = ObservationView.of_columns("fo", {a: tuple(range(STATE_DIM)) for a in AGENTS}, STATE_NAMES)
 
 # ---- po: own leg's angles and velocities; agent_0 also the torso
 PO_NAMES = {a: LEG_NAMES[a] + (TORSO_NAMES if a == "agent_0" else ()) for a in AGENTS}
-_PO_COLUMNS = {a: _columns(PO_NAMES[a]) for a in AGENTS}
-
-
-def _observe_po(states: np.ndarray) -> dict[str, np.ndarray]:
-    return {a: states[:, cols] for a, cols in _PO_COLUMNS.items()}
-
-
-PO_VIEW = ObservationView(
-    name="po",
-    observe=_observe_po,
-    observation_spaces={a: box(len(PO_NAMES[a])) for a in AGENTS},
-    description=PO_NAMES,
-)
+PO_VIEW = ObservationView.of_columns("po", {a: _columns(PO_NAMES[a]) for a in AGENTS}, STATE_NAMES)
 
 VIEWS = {"fo": FO_VIEW, "po": PO_VIEW}
 _ACTION_SPACES = {a: box(2, -1.0, 1.0) for a in AGENTS}

@@ -63,7 +63,7 @@ class JointLayout:
         """Per-agent actions (each with the same leading batch shape) -> joint action array."""
         if not self.discrete and dtype is None and np.ndim(actions[self.agents[0]]) == 1:
             # one step's actions (the hot path of env.step): one concatenate, one permutation
-            return np.concatenate([actions[a] for a in self.agents]).astype(np.float32, copy=False)[self._inverse_order]
+            return np.concatenate([actions[a] for a in self.agents], dtype=np.float32)[self._inverse_order]
         first = np.asarray(actions[self.agents[0]])
         batch = first.shape if self.discrete else first.shape[:-1]
         dtype = dtype or (np.int64 if self.discrete else np.float32)
@@ -84,18 +84,64 @@ class ObservationView:
             vectorized, float32. The environment calls it with ``N = 1``.
         observation_spaces: the per-agent ``Box`` spaces (built once, shared by env instances).
         description: per agent, the names of the observation entries (used in docs and tests).
+        columns: per agent, the state columns it sees, when the view is a column selection
+            (every view of the built-in tasks is; see :meth:`of_columns`). Lets the environment
+            observe one state without building a batch.
     """
 
     name: str
     observe: Callable[[np.ndarray], dict[AgentID, np.ndarray]]
     observation_spaces: Mapping[AgentID, spaces.Space]
     description: Mapping[AgentID, tuple[str, ...]] = field(default_factory=dict)
+    columns: Mapping[AgentID, np.ndarray] | None = None
+
+    @classmethod
+    def of_columns(
+        cls,
+        name: str,
+        columns: Mapping[AgentID, tuple[int, ...]],
+        state_names: tuple[str, ...],
+        observation_spaces: Mapping[AgentID, spaces.Space] | None = None,
+    ) -> "ObservationView":
+        """A view in which each agent sees some columns of the state, in the order given.
+
+        Observation spaces default to unbounded ``Box`` es of the right length; the description
+        names each entry after the state's.
+        """
+        index = {a: np.asarray(cols, dtype=np.intp) for a, cols in columns.items()}
+
+        def observe(states: np.ndarray) -> dict[AgentID, np.ndarray]:
+            return {a: states[:, cols] for a, cols in index.items()}  # fancy indexing copies
+
+        return cls(
+            name=name,
+            observe=observe,
+            observation_spaces=observation_spaces or {a: box(len(cols)) for a, cols in index.items()},
+            description={a: tuple(state_names[i] for i in cols) for a, cols in index.items()},
+            columns=index,
+        )
+
+    def __post_init__(self):
+        if self.columns is not None:  # one gather per step, then a slice per agent (see observe_one)
+            sizes = np.cumsum([0] + [len(c) for c in self.columns.values()])
+            gather = np.concatenate(list(self.columns.values())).astype(np.intp)
+            slices = {a: slice(int(lo), int(hi)) for a, lo, hi in zip(self.columns, sizes[:-1], sizes[1:])}
+            object.__setattr__(self, "_gather", (gather, slices))
 
     def __call__(self, states: np.ndarray) -> dict[AgentID, np.ndarray]:
         states = np.asarray(states, dtype=np.float32)
         if states.ndim != 2:
             raise ValueError(f"a view takes a batch of states (N, state_dim); got shape {states.shape}")
         return self.observe(states)
+
+    def observe_one(self, state: np.ndarray) -> dict[AgentID, np.ndarray]:
+        """One state ``(state_dim,)`` -> each agent's observation (the environment's per-step path)."""
+        state = np.asarray(state, dtype=np.float32)
+        if self.columns is not None:  # the same selection as ``observe``, without a batch of one
+            gather, slices = self._gather
+            seen = state[gather]  # a fresh array: the agents' slices of it are theirs alone
+            return {a: seen[sl] for a, sl in slices.items()}
+        return {a: obs[0] for a, obs in self(state[None]).items()}
 
 
 def box(n: int, low: float = -np.inf, high: float = np.inf) -> spaces.Box:
@@ -136,8 +182,7 @@ class OffcoordParallelEnv(ParallelEnv):
 
     def observe_state(self, state: np.ndarray) -> dict[AgentID, np.ndarray]:
         """Each agent's observation of one global state, through this environment's view."""
-        batch = self.view(np.asarray(state, dtype=np.float32)[None])
-        return {a: batch[a][0] for a in self.possible_agents}
+        return self.view.observe_one(state)
 
     def reset(self, seed: int | None = None, options: dict | None = None):
         self._reset_joint(seed, options)
@@ -156,10 +201,10 @@ class OffcoordParallelEnv(ParallelEnv):
         self.last_joint_action = joint  # what the simulator received (evaluation records it)
         reward, terminated, truncated, info = self._advance(joint)
         observations = self.observe_state(self.state())
-        rewards = {a: float(reward) for a in agents}
-        terminations = {a: bool(terminated) for a in agents}
-        truncations = {a: bool(truncated) for a in agents}
-        infos = {a: dict(info) for a in agents}
+        rewards = dict.fromkeys(agents, reward)  # _advance returns a float and bools
+        terminations = dict.fromkeys(agents, terminated)
+        truncations = dict.fromkeys(agents, truncated)
+        infos = {a: info.copy() for a in agents}
         return observations, rewards, terminations, truncations, infos
 
     def step_joint(self, joint_action: np.ndarray) -> tuple[float, bool, bool, dict]:
@@ -208,22 +253,41 @@ class OffcoordParallelEnv(ParallelEnv):
 
     def _coerce_actions(self, actions: Mapping[AgentID, object]) -> dict[AgentID, np.ndarray]:
         """The right agents, each action of the right type and shape (discrete actions fully checked)."""
-        if not isinstance(actions, Mapping):
+        if type(actions) is not dict and not isinstance(actions, Mapping):  # the ABC check is slow: dicts skip it
             raise ValueError(f"actions must be a dict keyed by agent {self.agents}; got {type(actions).__name__}")
-        missing = [a for a in self.agents if a not in actions]
-        extra = [a for a in actions if a not in self.agents]
-        if missing or extra:
+        if len(actions) != len(self.agents) or any(a not in actions for a in self.agents):
+            missing = [a for a in self.agents if a not in actions]
+            extra = [a for a in actions if a not in self.agents]
             raise ValueError(f"actions must have exactly the agents {self.agents}; missing {missing}, unexpected {extra}")
-        return {a: _coerce_action(a, actions[a], self.action_spaces[a]) for a in self.agents}
+        if not hasattr(self, "_box_types"):  # agent -> (dtype, shape) of its Box, for the per-step fast path
+            self._box_types = {a: (s.dtype, s.shape) for a, s in self.action_spaces.items() if type(s) is spaces.Box}
+        checked = {}
+        for a in self.agents:
+            action, box_type = actions[a], self._box_types.get(a)
+            # identity of the canonical dtype is the cheap test; any other spelling takes the full path
+            if box_type is not None and type(action) is np.ndarray and action.dtype is box_type[0] and action.shape == box_type[1]:
+                checked[a] = action  # already what the space holds (the common case); bounds are checked by the caller
+            else:
+                checked[a] = _coerce_action(a, action, self.action_spaces[a])
+        return checked
 
     def _check_bounds(self, checked: Mapping[AgentID, np.ndarray], joint: np.ndarray) -> None:
         """Every agent's bounds in one vectorized pass; on failure, find the agent to name."""
         if self.layout.discrete:
             return
-        low, high = self._joint_bounds()
-        if not ((joint >= low).all() and (joint <= high).all()):  # NaN fails both: lands here too
+        low, high, uniform = self._joint_bounds_float32()
+        # min and max are NaN if any entry is, and NaN fails both comparisons: lands in the loop too
+        if not (low <= joint.min() and joint.max() <= high if uniform else (joint >= low).all() and (joint <= high).all()):
             for a in self.agents:
                 _check_box_bounds(a, checked[a], self.action_spaces[a])
+
+    def _joint_bounds_float32(self):
+        """The continuous bounds as float32 (exact: Box spaces hold float32), scalars when uniform."""
+        if not hasattr(self, "_bounds32"):
+            low, high = (b.astype(np.float32) for b in self._joint_bounds())
+            uniform = (low == low[0]).all() and (high == high[0]).all()
+            self._bounds32 = (low[0], high[0], True) if uniform else (low, high, False)
+        return self._bounds32
 
     def close(self):
         pass
@@ -239,8 +303,6 @@ def _coerce_action(agent: AgentID, action: object, space: spaces.Space) -> np.nd
             )
         return arr.astype(np.int64)
     if isinstance(space, spaces.Box):
-        if type(action) is np.ndarray and action.dtype == space.dtype and action.shape == space.shape:
-            return action  # already what the space holds (the common case); bounds are checked by the caller
         try:
             with np.errstate(over="ignore"):  # a float too large for float32 becomes inf, caught by the bounds
                 arr = np.asarray(action, dtype=space.dtype)

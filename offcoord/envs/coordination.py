@@ -17,16 +17,10 @@ LAYOUT = JointLayout(agents=AGENTS, action_columns={"agent_0": (0,), "agent_1": 
 STATE_DIM = 1
 
 
-def _observe_full(states: np.ndarray) -> dict[str, np.ndarray]:
-    return {a: states.copy() for a in AGENTS}
-
-
 # The state is public, so the game has one setting: every agent sees the whole state.
-FULL_VIEW = ObservationView(
-    name="full",
-    observe=_observe_full,
+FULL_VIEW = ObservationView.of_columns(
+    "full", {a: (0,) for a in AGENTS}, ("round index / horizon",),
     observation_spaces={a: box(STATE_DIM, 0.0, 1.0) for a in AGENTS},
-    description={a: ("round index / horizon",) for a in AGENTS},
 )
 
 

@@ -55,18 +55,8 @@ LINK_GEOMS = {"agent_0": "link0", "agent_1": "link1"}
 
 
 def _column_view(name: str, columns: Mapping[str, tuple[int, ...]]) -> ObservationView:
-    index = {a: np.asarray(columns[a], dtype=np.intp) for a in AGENTS}
-
-    def observe(states: np.ndarray) -> dict[str, np.ndarray]:
-        return {a: states[:, index[a]] for a in AGENTS}  # fancy indexing copies
-
-    return ObservationView(
-        name=name,
-        observe=observe,
-        # Unbounded like Reacher-v5's own observation space.
-        observation_spaces={a: box(len(columns[a])) for a in AGENTS},
-        description={a: tuple(STATE_NAMES[i] for i in columns[a]) for a in AGENTS},
-    )
+    # Unbounded like Reacher-v5's own observation space.
+    return ObservationView.of_columns(name, columns, STATE_NAMES)
 
 
 FO_VIEW = _column_view("fo", {a: tuple(range(STATE_DIM)) for a in AGENTS})
