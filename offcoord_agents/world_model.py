@@ -223,13 +223,17 @@ class WorldModel(nn.Module):
         return model.eval()
 
 
-def disagreement(next_state_means: torch.Tensor, reward_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def disagreement(next_state_means: torch.Tensor, reward_means: torch.Tensor,
+                 scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's uncertainty measures over the elites, per sample.
 
-    ``eps_g``: Frobenius norm of the covariance across elites of ``[next-state mean, reward mean]``;
-    ``eps_r``: variance across elites of the reward mean. Inputs ``(E, B, S)`` and ``(E, B)``.
+    ``eps_g``: Frobenius norm of the covariance across elites of ``[next-state mean, reward mean]``,
+    each entry divided by ``scale`` (``S + 1`` values) when given; ``eps_r``: variance across elites
+    of the reward mean (in reward units). Inputs ``(E, B, S)`` and ``(E, B)``.
     """
     x = torch.cat([next_state_means, reward_means.unsqueeze(-1)], -1)  # (E, B, S+1)
+    if scale is not None:
+        x = x / scale
     centered = x - x.mean(0, keepdim=True)
     cov = torch.einsum("ebi,ebj->bij", centered, centered) / max(1, x.shape[0] - 1)
     return torch.linalg.matrix_norm(cov), reward_means.var(0, unbiased=x.shape[0] > 1)

@@ -5,7 +5,8 @@ paper's safeguards, so any online MARL algorithm can train on an offline dataset
 - each step, a random elite predicts the next state, reward and termination, sampled from its
   Gaussian; predictions are clipped to the dataset's per-dimension bounding box;
 - the reward is penalized ``r - lambda_r * eps_r - lambda_g * eps_g`` (see
-  :func:`offcoord_agents.world_model.disagreement`, computed on the unclipped elite means);
+  :func:`offcoord_agents.world_model.disagreement`, computed on the unclipped elite means; by
+  default ``eps_g`` is measured in the model's normalized output units, see ``RolloutConfig``);
 - a rollout is truncated at ``horizon`` steps **or** as soon as ``eps_g`` exceeds
   ``disagreement_threshold`` (the research code clamped eps before this test, so it never fired);
 - agents observe the predicted state through the task's own view (``dataset.view``), the same
@@ -38,6 +39,14 @@ class RolloutConfig:
     lambda_r: float = 0.05  # reward-variance penalty weight
     lambda_g: float = 0.1  # joint-disagreement penalty weight
     sample: bool = True  # sample from the elite's Gaussian (False: use its mean)
+    # "normalized": eps_g over [state change, reward] in the model's output units (each divided by
+    # its standard deviation in the data), so one threshold means the same on every task.
+    # "raw": the paper's, in the state's own units, where a fast body's velocities dominate.
+    disagreement_units: str = "normalized"
+
+    def __post_init__(self):
+        if self.disagreement_units not in ("normalized", "raw"):
+            raise ValueError(f"disagreement_units must be 'normalized' or 'raw', got {self.disagreement_units!r}")
 
 
 @dataclass
@@ -58,10 +67,12 @@ class ModelBasedOptions:
     disagreement_threshold: float = 2.0
     lambda_r: float = 0.05
     lambda_g: float = 0.1
+    disagreement_units: str = "normalized"  # or "raw" (the paper's); see RolloutConfig
 
     def rollout_config(self, **kwargs) -> RolloutConfig:
         return RolloutConfig(horizon=self.horizon, disagreement_threshold=self.disagreement_threshold,
-                             lambda_r=self.lambda_r, lambda_g=self.lambda_g, **kwargs)
+                             lambda_r=self.lambda_r, lambda_g=self.lambda_g,
+                             disagreement_units=self.disagreement_units, **kwargs)
 
     def world_model_env(self, ds: "offcoord.Dataset", workdir: Path | None, num_envs: int) -> "WorldModelEnv":
         """The run's world model, wrapped for ``num_envs`` batched rollouts. The model is fit on ``ds``,
@@ -129,7 +140,7 @@ class WorldModelEnv(ParallelEnv):
         ns_raw, r_raw, std, done_p = model.predict(self._states, joint, clip=False)
         e = model.elite_idx
         ns_raw, r_raw, std, done_p = ns_raw[e], r_raw[e], std[e], done_p[e]
-        eps_g, eps_r = disagreement(ns_raw, r_raw)
+        eps_g, eps_r = disagreement(ns_raw, r_raw, model.out_std if cfg.disagreement_units == "normalized" else None)
         n = self.num_envs
         pick = torch.randint(len(e), (n,), generator=self.generator)
         rows = torch.arange(n)

@@ -56,6 +56,31 @@ def test_disagreement_matches_its_definition():
         x = torch.cat([ns[:, b], r[:, b, None]], 1).numpy()
         assert eps_g[b].item() == pytest.approx(np.linalg.norm(np.cov(x, rowvar=False), "fro"), rel=1e-5)
         assert eps_r[b].item() == pytest.approx(np.var(r[:, b].numpy(), ddof=1), rel=1e-5)
+    # in given units: each entry divided by its scale before the covariance; eps_r stays in reward units
+    scale = torch.tensor([1.0, 2.0, 0.5, 4.0, 3.0])
+    scaled_g, scaled_r = disagreement(ns, r, scale)
+    for b in range(3):
+        x = torch.cat([ns[:, b], r[:, b, None]], 1).numpy() / scale.numpy()
+        assert scaled_g[b].item() == pytest.approx(np.linalg.norm(np.cov(x, rowvar=False), "fro"), rel=1e-5)
+    assert torch.equal(scaled_r, eps_r)
+
+
+def test_disagreement_units_normalized_by_default_and_raw_on_request(reacher_model):
+    ds, model = reacher_model
+    with pytest.raises(ValueError, match="disagreement_units"):
+        RolloutConfig(disagreement_units="meters")
+    assert RolloutConfig().disagreement_units == "normalized"
+    starts = np.asarray(ds.states[:32])
+    zeros = {a: np.zeros((32, 1), np.float32) for a in ds.agents}
+    with torch.no_grad():
+        ns, r, _, _ = model.predict(torch.as_tensor(starts), torch.zeros(32, model.joint_act_dim), clip=False)
+    e = model.elite_idx
+    for units, scale in (("normalized", model.out_std), ("raw", None)):
+        env = WorldModelEnv(model, ds, RolloutConfig(horizon=2, disagreement_units=units), num_envs=32, seed=3)
+        env.reset_batch(start_states=starts)
+        _, _, _, _, info = env.step_batch(zeros)
+        expected, _ = disagreement(ns[e], r[e], scale)
+        assert np.allclose(info["eps_g"], expected.numpy(), rtol=1e-5)
 
 
 def test_truncation_fires_out_of_distribution_only(reacher_model):
@@ -88,7 +113,7 @@ def test_rollouts_clip_penalize_and_use_the_dataset_view(reacher_model):
         assert np.allclose(r[alive], expected[alive], atol=1e-6)
         view = ds.view(states)
         assert all(np.array_equal(obs[a], view[a]) for a in ds.agents)
-    assert trunc.all()  # the horizon ends every rollout still running
+    assert trunc[alive].all()  # the horizon ends every rollout still running
 
 
 def test_world_model_env_passes_the_pettingzoo_api(reacher_model):
