@@ -60,19 +60,24 @@ class StackedMLP(nn.Module):
             x = F.relu(layer(x))
         return self.layers[-1](x)
 
-    def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member on the same input ``(batch, in)`` -> ``(members, batch, out)``.
+    def forward_shared(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """Every member (or only ``members``, indices) on the same input ``(batch, in)`` ->
+        ``(len(members), batch, out)``.
 
         The first layer is one wide GEMM against all members' weights side by side (no input copies).
         """
-        M = self.members
+        pick = (lambda t: t) if members is None else (lambda t: t[members])  # noqa: E731
+        M = self.members if members is None else len(members)
         if self.input_mean.any() or (self.input_std != 1).any():  # per-member normalization: inputs differ
-            return self(x.expand(M, *x.shape))
+            x = (x.expand(M, *x.shape) - pick(self.input_mean)) / pick(self.input_std)
+            for layer in self.layers[:-1]:
+                x = F.relu(torch.baddbmm(pick(layer.bias), x, pick(layer.weight)))
+            return torch.baddbmm(pick(self.layers[-1].bias), x, pick(self.layers[-1].weight))
         first = self.layers[0]
-        h = x @ first.weight.permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
-        h = h.view(x.shape[0], M, -1).transpose(0, 1) + first.bias
+        h = x @ pick(first.weight).permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
+        h = h.view(x.shape[0], M, -1).transpose(0, 1) + pick(first.bias)
         for layer in self.layers[1:]:
-            h = layer(F.relu(h))
+            h = torch.baddbmm(pick(layer.bias), F.relu(h), pick(layer.weight))
         return h
 
     def member_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:

@@ -68,28 +68,33 @@ class WorldModel(nn.Module):
         self.report: dict = {}
 
     # ------------------------------------------------------------------ forward
-    def _raw(self, states: torch.Tensor, joint_actions: torch.Tensor, member_loop: bool = False):
+    def _raw(self, states: torch.Tensor, joint_actions: torch.Tensor, member_loop: bool = False,
+             members: torch.Tensor | None = None):
         """``states``/``joint`` of shape ``(M, B, .)`` (one batch per member) or ``(B, .)`` (shared by
-        all members) -> normalized means, log-stds, termination logits, each ``(M, B, .)``.
-        ``member_loop`` runs the members one by one instead (same numbers; for benchmarks and tests)."""
+        all members, or by ``members`` only) -> normalized means, log-stds, termination logits, each
+        ``(M, B, .)``. ``member_loop`` runs the members one by one instead (same numbers; for
+        benchmarks and tests)."""
         x = (torch.cat([states, joint_actions], -1) - self.in_mean) / self.in_std
         if member_loop:
-            out = torch.stack([self.net.member_forward(i, x if x.dim() == 2 else x[i]) for i in range(self.net.members)])
+            chosen = range(self.net.members) if members is None else members.tolist()
+            out = torch.stack([self.net.member_forward(i, x if x.dim() == 2 else x[i]) for i in chosen])
         else:
-            out = self.net(x) if x.dim() == 3 else self.net.forward_shared(x)
+            out = self.net(x) if x.dim() == 3 else self.net.forward_shared(x, members)
         S1 = self.state_dim + 1
         mean, log_std, logit = out[..., :S1], out[..., S1 : 2 * S1], out[..., -1]
         log_std = self.max_log_std - F.softplus(self.max_log_std - log_std)
         log_std = self.min_log_std + F.softplus(log_std - self.min_log_std)
         return mean, log_std, logit
 
-    def predict(self, states: torch.Tensor, joint_actions: torch.Tensor, clip: bool = True, member_loop: bool = False):
-        """Every member's prediction for a batch ``(B, S)``/``(B, J)``.
+    def predict(self, states: torch.Tensor, joint_actions: torch.Tensor, clip: bool = True, member_loop: bool = False,
+                elites_only: bool = False):
+        """Every member's (or, with ``elites_only``, every elite's) prediction for a batch ``(B, S)``/``(B, J)``.
 
         Returns ``(next_state_mean (M, B, S), reward_mean (M, B), std (M, B, S+1) in target units,
         done_prob (M, B))``; with ``clip`` the means are clipped to the dataset's bounding box.
         """
-        mean, log_std, logit = self._raw(states, joint_actions, member_loop)  # one shared input for every member
+        members = self.elite_idx if elites_only else None  # rollouts use only the elites: skip the others
+        mean, log_std, logit = self._raw(states, joint_actions, member_loop, members)  # one input for every member
         mean = mean * self.out_std + self.out_mean
         std = log_std.exp() * self.out_std
         next_state, reward = states + mean[..., :-1], mean[..., -1]

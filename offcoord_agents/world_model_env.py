@@ -137,9 +137,8 @@ class WorldModelEnv(ParallelEnv):
         cfg = self.config
         joint = torch.from_numpy(joint_action_matrix(self.spec, {a: np.asarray(actions[a]) for a in self.possible_agents}))
         model = self.model
-        ns_raw, r_raw, std, done_p = model.predict(self._states, joint, clip=False)
+        ns_raw, r_raw, std, done_p = model.predict(self._states, joint, clip=False, elites_only=True)
         e = model.elite_idx
-        ns_raw, r_raw, std, done_p = ns_raw[e], r_raw[e], std[e], done_p[e]
         eps_g, eps_r = disagreement(ns_raw, r_raw, model.out_std if cfg.disagreement_units == "normalized" else None)
         n = self.num_envs
         pick = torch.randint(len(e), (n,), generator=self.generator)

@@ -34,6 +34,10 @@ def test_stacked_ensemble_equals_a_loop_over_members(reacher_model):
     s, a = torch.randn(9, model.state_dim), torch.rand(9, model.joint_act_dim) * 2 - 1
     for x, y in zip(model.predict(s, a), model.predict(s, a, member_loop=True)):
         assert torch.allclose(x, y, atol=1e-5)
+    e = model.elite_idx  # the elites alone (what rollouts use) are those members' rows of the full ensemble
+    for x, y, z in zip(model.predict(s, a), model.predict(s, a, elites_only=True),
+                       model.predict(s, a, member_loop=True, elites_only=True)):
+        assert torch.allclose(x[e], y, atol=1e-5) and torch.allclose(y, z, atol=1e-5)
 
 
 def test_save_and_load(reacher_model, tmp_path):
