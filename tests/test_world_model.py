@@ -74,7 +74,7 @@ def test_disagreement_units_normalized_by_default_and_raw_on_request(reacher_mod
     with pytest.raises(ValueError, match="disagreement_units"):
         RolloutConfig(disagreement_units="meters")
     assert RolloutConfig().disagreement_units == "normalized"
-    starts = np.asarray(ds.states[:32])
+    starts = np.array(ds.states[:32])  # a writable copy for torch
     zeros = {a: np.zeros((32, 1), np.float32) for a in ds.agents}
     with torch.no_grad():
         ns, r, _, _ = model.predict(torch.as_tensor(starts), torch.zeros(32, model.joint_act_dim), clip=False)
