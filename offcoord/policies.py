@@ -123,14 +123,9 @@ class PolicyBehavior:
     """
 
     def __init__(self, weights: str, deterministic: bool = False):
-        path = Path(weights)
-        if not path.is_absolute():
-            path = Path(__file__).resolve().parent.parent / "datasets_meta" / path
-            if not path.exists():  # installed wheel: cards ship as offcoord.datasets_meta
-                from importlib import resources
+        from offcoord.data.cards import weights_path  # the same lookup the card's recipe key hashes
 
-                path = Path(str(resources.files("offcoord.datasets_meta") / weights))
-        self.policy = load_policy(path)
+        self.policy = load_policy(weights_path(weights))
         self.deterministic = bool(deterministic)
 
     batched = True  # no per-episode state: the generator evaluates one batch for many episodes

@@ -142,7 +142,7 @@ def test_dataset_built_from_an_older_card_is_refused(cache):
 
 def test_only_the_recipe_decides_whether_a_cached_copy_is_valid(tmp_path):
     """Editing a card's words, reference scores or expectations keeps its data; editing how it is made does not."""
-    from offcoord.data.cards import card_from_bytes, recipe_key
+    from offcoord.data.cards import card_from_bytes, recipe_key, weights_path
 
     text = offcoord.registry.dataset_card("coordination-neutral").path.read_text()
     card = card_from_bytes(text.encode(), tmp_path / "a.toml")
@@ -156,11 +156,15 @@ def test_only_the_recipe_decides_whether_a_cached_copy_is_valid(tmp_path):
     assert recipe_key(mixed) != mixed.recipe_sha256  # folds in the members' recipes
     # a policy's weights are part of the recipe: new weights under the same file name are new data
     expert = offcoord.registry.dataset_card("ant-expert")
-    (tmp_path / "ant-expert.npz").write_bytes(expert.path.with_name("ant-expert.npz").read_bytes())
-    here = card_from_bytes(expert.path.read_bytes(), tmp_path / "ant-expert.toml")
-    assert recipe_key(here) == recipe_key(expert)
-    (tmp_path / "ant-expert.npz").write_bytes(expert.path.with_name("ant-medium.npz").read_bytes())
-    assert recipe_key(here) != recipe_key(expert)
+    weights = tmp_path / "ant-expert.npz"
+    weights.write_bytes(weights_path("ant-expert.npz").read_bytes())
+    here = card_from_bytes(expert.path.read_bytes().replace(b'"ant-expert.npz"', f'"{weights}"'.encode()),
+                           tmp_path / "ant-expert.toml")
+    same = recipe_key(here)
+    weights.write_bytes(weights_path("ant-medium.npz").read_bytes())
+    assert recipe_key(here) != same
+    weights.write_bytes(weights_path("ant-expert.npz").read_bytes())
+    assert recipe_key(here) == same  # the key follows the bytes, not the file's name or time
 
 
 _KILL_SCRIPT = textwrap.dedent(

@@ -108,6 +108,12 @@ def meta_dir() -> Path:
     return Path(str(resources.files("offcoord.datasets_meta")))
 
 
+def weights_path(name: str) -> Path:
+    """Where a behavior's ``weights`` file is: absolute paths as given, relative ones in :func:`meta_dir`."""
+    path = Path(name)
+    return path if path.is_absolute() else meta_dir() / path
+
+
 def parse_card(path: Path) -> Card:
     """Parse and check the card file at ``path``."""
     path = Path(path)
@@ -227,7 +233,7 @@ def recipe_key(card: Card) -> str:
     data valid; editing how the data is made (behavior, seed, size, members) does not.
     """
     if not card.union:
-        weights = [_file_digest(card, seg.behavior_kwargs["weights"]) for seg in card.segments if "weights" in seg.behavior_kwargs]
+        weights = [_file_digest(seg.behavior_kwargs["weights"]) for seg in card.segments if "weights" in seg.behavior_kwargs]
         if not weights:
             return card.recipe_sha256
         # a behavior's weights file is part of the recipe: new weights under the same name are new data
@@ -239,13 +245,9 @@ def recipe_key(card: Card) -> str:
     return hashlib.sha256(":".join([card.recipe_sha256] + [recipe_key(m) for m in members]).encode()).hexdigest()
 
 
-def _file_digest(card: Card, name: str) -> str:
-    """sha256 of a file a card names (relative names: next to the card, else in ``datasets_meta``)."""
+def _file_digest(name: str) -> str:
+    """sha256 of a behavior's weights file, found where the behavior loads it (:func:`weights_path`)."""
     from offcoord.fileio import sha256_file
 
-    path = Path(name)
-    candidates = [path] if path.is_absolute() else [Path(card.path).parent / path, meta_dir() / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return sha256_file(candidate)
-    return f"missing:{name}"
+    path = weights_path(name)
+    return sha256_file(path) if path.is_file() else f"missing:{name}"
