@@ -61,7 +61,7 @@ def env_throughput(seconds: float = 3.0) -> list[dict]:
 
             batched = rate(lambda: env.step_batch(actions))
             stacked_predict = model.predict
-            model.predict = lambda s, j, clip=True, elites_only=False: stacked_predict(s, j, clip, True, elites_only)
+            model.predict = lambda s, j, clip=True, elites_only=False: stacked_predict(s, j, clip, member_loop=True, elites_only=elites_only)
             looped = rate(lambda: env.step_batch(actions))
             del model.predict  # back to the class's stacked predict
             print(f"{n:>10}{batched:>14,.0f}{looped:>14,.0f}{batched / looped:>7.2f}x   {'PASS' if batched > looped else 'FAIL'}")

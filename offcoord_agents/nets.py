@@ -31,8 +31,11 @@ class StackedLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (members, batch, in) -> (members, batch, out)
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``(members, batch, in) -> (members, batch, out)``; with ``members`` (indices), only those layers."""
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias[members], x, self.weight[members])
 
 
 class StackedMLP(nn.Module):
@@ -54,11 +57,15 @@ class StackedMLP(nn.Module):
         self.input_mean.copy_(mean.reshape(self.input_mean.shape))
         self.input_std.copy_(std.reshape(self.input_std.shape))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.input_mean) / self.input_std
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``(members, batch, in) -> (members, batch, out)``; with ``members`` (indices), only those MLPs."""
+        if members is None:
+            x = (x - self.input_mean) / self.input_std
+        else:
+            x = (x - self.input_mean[members]) / self.input_std[members]
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
-        return self.layers[-1](x)
+            x = F.relu(layer(x, members))
+        return self.layers[-1](x, members)
 
     def forward_shared(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """Every member (or only ``members``, indices) on the same input ``(batch, in)`` ->
@@ -66,18 +73,15 @@ class StackedMLP(nn.Module):
 
         The first layer is one wide GEMM against all members' weights side by side (no input copies).
         """
-        pick = (lambda t: t) if members is None else (lambda t: t[members])  # noqa: E731
         M = self.members if members is None else len(members)
         if self.input_mean.any() or (self.input_std != 1).any():  # per-member normalization: inputs differ
-            x = (x.expand(M, *x.shape) - pick(self.input_mean)) / pick(self.input_std)
-            for layer in self.layers[:-1]:
-                x = F.relu(torch.baddbmm(pick(layer.bias), x, pick(layer.weight)))
-            return torch.baddbmm(pick(self.layers[-1].bias), x, pick(self.layers[-1].weight))
+            return self(x.expand(M, *x.shape), members)
         first = self.layers[0]
-        h = x @ pick(first.weight).permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
-        h = h.view(x.shape[0], M, -1).transpose(0, 1) + pick(first.bias)
+        weight, bias = (first.weight, first.bias) if members is None else (first.weight[members], first.bias[members])
+        h = x @ weight.permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
+        h = h.view(x.shape[0], M, -1).transpose(0, 1) + bias
         for layer in self.layers[1:]:
-            h = torch.baddbmm(pick(layer.bias), F.relu(h), pick(layer.weight))
+            h = layer(F.relu(h), members)
         return h
 
     def member_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:

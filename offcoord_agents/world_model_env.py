@@ -138,10 +138,9 @@ class WorldModelEnv(ParallelEnv):
         joint = torch.from_numpy(joint_action_matrix(self.spec, {a: np.asarray(actions[a]) for a in self.possible_agents}))
         model = self.model
         ns_raw, r_raw, std, done_p = model.predict(self._states, joint, clip=False, elites_only=True)
-        e = model.elite_idx
         eps_g, eps_r = disagreement(ns_raw, r_raw, model.out_std if cfg.disagreement_units == "normalized" else None)
         n = self.num_envs
-        pick = torch.randint(len(e), (n,), generator=self.generator)
+        pick = torch.randint(len(model.elite_idx), (n,), generator=self.generator)
         rows = torch.arange(n)
         next_state, reward = ns_raw[pick, rows], r_raw[pick, rows]
         if cfg.sample:

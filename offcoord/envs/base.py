@@ -222,7 +222,7 @@ class OffcoordParallelEnv(ParallelEnv):
             raise ValueError(f"joint action has shape {joint.shape}, expected {low.shape}")
         if self.layout.discrete and not np.issubdtype(joint.dtype, np.integer):
             raise ValueError(f"joint action must hold integers, got {joint.dtype}")
-        if not (np.all(np.isfinite(joint)) and np.all(joint >= low) and np.all(joint <= high)):
+        if not (np.all(np.isfinite(joint)) and self._within_bounds(joint)):
             raise ValueError(f"joint action {joint.tolist()} has NaN/inf or lies outside [{low.tolist()}, {high.tolist()}]")
         return self._advance(joint)
 
@@ -275,19 +275,25 @@ class OffcoordParallelEnv(ParallelEnv):
         """Every agent's bounds in one vectorized pass; on failure, find the agent to name."""
         if self.layout.discrete:
             return
-        low, high, uniform = self._joint_bounds_float32()
-        # min and max are NaN if any entry is, and NaN fails both comparisons: lands in the loop too
-        if not (low <= joint.min() and joint.max() <= high if uniform else (joint >= low).all() and (joint <= high).all()):
+        if not self._within_bounds(joint):  # NaN fails it too: lands in the loop, which names the agent
             for a in self.agents:
                 _check_box_bounds(a, checked[a], self.action_spaces[a])
 
-    def _joint_bounds_float32(self):
-        """The continuous bounds as float32 (exact: Box spaces hold float32), scalars when uniform."""
+    def _within_bounds(self, joint: np.ndarray) -> bool:
+        """Every entry of a joint action inside its agent's bounds; False when any entry is NaN.
+
+        The one bounds test of ``step`` and ``step_joint`` (both per-step paths). Bounds are kept
+        as float32 (exact: Box spaces hold float32) and as two scalars when every column shares
+        them; then a min and a max decide, and both are NaN if any entry is, failing the test.
+        """
         if not hasattr(self, "_bounds32"):
             low, high = (b.astype(np.float32) for b in self._joint_bounds())
             uniform = (low == low[0]).all() and (high == high[0]).all()
             self._bounds32 = (low[0], high[0], True) if uniform else (low, high, False)
-        return self._bounds32
+        low, high, uniform = self._bounds32
+        if uniform:
+            return bool(low <= joint.min() and joint.max() <= high)
+        return bool((joint >= low).all() and (joint <= high).all())
 
     def close(self):
         pass
