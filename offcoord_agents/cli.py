@@ -68,11 +68,14 @@ def cmd_reproduce(args) -> int:
 
     from offcoord_agents.reproduce import plan, run_all, summarize
 
-    runs = plan(args.table, args.tier)
+    def names(text):
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    runs = plan(args.table, args.tier, datasets=names(args.datasets), algorithms=names(args.algorithms))
     out = Path(args.out)
     print(f"{args.table} table, {args.tier} tier: {len(runs)} runs into {out / args.table} ({args.backend} backend)")
     run_all(runs, out, backend=args.backend, workers=args.workers, address=args.address)
-    print(summarize(args.table, runs, out, args.tier))
+    print(summarize(args.table, plan(args.table, args.tier), out, args.tier))  # the whole table: cells not run show "–"
     return 0
 
 
@@ -126,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", choices=["local", "ray"])
     p.add_argument("--workers", type=int, default=None, help="local backend: processes (default: one per core)")
     p.add_argument("--address", default=None, help="ray backend: address of an existing cluster (default: start a local Ray)")
+    p.add_argument("--datasets", default=None, metavar="A,B", help="run only these rows of the table (default: all)")
+    p.add_argument("--algorithms", default=None, metavar="A,B", help="run only these columns of the table (default: all)")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("evaluate", help="evaluate a saved policy with decentralized execution")
     p.add_argument("policy", help="a policy.pt written by training")

@@ -72,17 +72,50 @@ class StackedMLP(nn.Module):
         ``(len(members), batch, out)``.
 
         The first layer is one wide GEMM against all members' weights side by side (no input copies).
+        Without autograd (rollouts), the chosen members' weights are packed once and reused until a
+        parameter changes, and rows go through in blocks whose activations stay in cache.
         """
         M = self.members if members is None else len(members)
         if self.input_mean.any() or (self.input_std != 1).any():  # per-member normalization: inputs differ
             return self(x.expand(M, *x.shape), members)
-        first = self.layers[0]
-        weight, bias = (first.weight, first.bias) if members is None else (first.weight[members], first.bias[members])
-        h = x @ weight.permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
-        h = h.view(x.shape[0], M, -1).transpose(0, 1) + bias
-        for layer in self.layers[1:]:
-            h = layer(F.relu(h), members)
-        return h
+        if torch.is_grad_enabled():
+            first = self.layers[0]
+            weight, bias = (first.weight, first.bias) if members is None else (first.weight[members], first.bias[members])
+            h = x @ weight.permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
+            h = h.view(x.shape[0], M, -1).transpose(0, 1) + bias
+            for layer in self.layers[1:]:
+                h = layer(F.relu(h), members)
+            return h
+        (w0, b0), rest = self._packed(members)
+        outs = []
+        for rows in x.split(self.INFERENCE_BLOCK):
+            h = torch.addmm(b0, rows, w0).relu_().view(len(rows), M, -1).transpose(0, 1).contiguous()
+            for k, (w, b) in enumerate(rest):
+                h = torch.baddbmm(b, h, w)
+                if k < len(rest) - 1:
+                    h = h.relu_()
+            outs.append(h)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+
+    # Rows per block at inference: (members, 256, 200) activations fit in L2; measured faster than
+    # one block from about 1,000 rows up and no slower below.
+    INFERENCE_BLOCK = 256
+
+    def _packed(self, members: torch.Tensor | None):
+        """The weights of ``members`` as contiguous tensors (first layer side by side), rebuilt only
+        when the members or any parameter (its in-place version counter) change."""
+        key = (None if members is None else tuple(members.tolist()),
+               tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        cached = getattr(self, "_packed_cache", None)
+        if cached is None or cached[0] != key:
+            index = slice(None) if members is None else members
+            first = self.layers[0]
+            w0 = first.weight[index].permute(1, 0, 2).reshape(first.weight.shape[1], -1).contiguous()
+            b0 = first.bias[index].permute(1, 0, 2).reshape(1, -1).contiguous()
+            rest = [(layer.weight[index].contiguous(), layer.bias[index].contiguous()) for layer in self.layers[1:]]
+            cached = (key, ((w0, b0), rest))
+            self._packed_cache = cached
+        return cached[1]
 
     def member_forward(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Member ``i`` alone on ``(batch, in)``: what one agent computes at decentralized execution."""

@@ -131,16 +131,25 @@ class Run:
         return Path(out) / self.table / self.algorithm / self.dataset / f"seed{self.seed}"
 
 
-def plan(table: str, tier: str) -> list[Run]:
-    """Every run of ``table`` at ``tier``; IQL (centralized) only where an agent sees the full state."""
+def plan(table: str, tier: str, datasets: list[str] | None = None, algorithms: list[str] | None = None) -> list[Run]:
+    """Every run of ``table`` at ``tier``; IQL (centralized) only where an agent sees the full state.
+    ``datasets`` / ``algorithms`` keep only those rows / columns of the table (default: all)."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; choose one of {sorted(TABLES)}")
     if tier not in TIERS[table]:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS[table])}")
+    for kind, chosen in (("datasets", datasets), ("algorithms", algorithms)):
+        unknown = sorted(set(chosen or ()) - set(TABLES[table][kind]))
+        if unknown:
+            raise ValueError(f"{table} table has no {kind} {unknown}; choose from {TABLES[table][kind]}")
     budget = TIERS[table][tier]
     runs = []
     for dataset in TABLES[table]["datasets"]:
+        if datasets and dataset not in datasets:
+            continue
         for algorithm in TABLES[table]["algorithms"]:
+            if algorithms and algorithm not in algorithms:
+                continue
             if algorithm == "iql" and not (dataset.endswith("-fo") or dataset.startswith("coordination")):
                 continue
             config = {**budget.get("*", {}), **budget.get(algorithm, {})}
@@ -225,13 +234,23 @@ def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | N
     raise ValueError(f"unknown backend {backend!r}; choose local or ray")
 
 
+# Algorithms that fit a world model before training take several times longer than the others:
+# starting them first keeps every worker busy until the end (longest-processing-time-first).
+SLOW_ALGORITHMS = ("momappo", "maiql-ft")
+
+
+def longest_first(runs: list[Run]) -> list[int]:
+    """Indices of ``runs`` in submission order: the slow algorithms first, otherwise the plan's order."""
+    return sorted(range(len(runs)), key=lambda i: runs[i].algorithm not in SLOW_ALGORITHMS)
+
+
 def _run_local(runs: list[Run], out: Path, workers: int | None, log) -> list[dict]:
     for dataset, size in datasets_needed(runs):
         build_dataset(dataset, size)  # once, before the workers start (they would only wait on its lock)
     t0 = time.perf_counter()
     results: dict[int, dict] = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        futures = {pool.submit(_execute_args, (r, out)): i for i, r in enumerate(runs)}
+        futures = {pool.submit(_execute_args, (runs[i], out)): i for i in longest_first(runs)}
         for k, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
             results[i] = fut.result()
@@ -263,10 +282,10 @@ def _run_ray(runs: list[Run], out: Path, workers: int | None, address: str | Non
         build = ray.remote(num_cpus=1, runtime_env=env)(build_dataset)
         built = {key: build.remote(*key) for key in datasets_needed(runs)}
         train = ray.remote(num_cpus=1, runtime_env=env)(_execute_after_build)
-        refs = [train.remote(r, str(out), built[(r.dataset, r.config.get("dataset_size"))]) for r in runs]
-        index = {ref: i for i, ref in enumerate(refs)}
+        index = {train.remote(runs[i], str(out), built[(runs[i].dataset, runs[i].config.get("dataset_size"))]): i
+                 for i in longest_first(runs)}
         results: dict[int, dict] = {}
-        pending, t0 = list(refs), time.perf_counter()
+        pending, t0 = list(index), time.perf_counter()
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             i = index[done[0]]
@@ -301,7 +320,9 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
                         agreements.append(final["strategy_agreement"])
             paper = PAPER.get(table, {}).get(dataset, {}).get(algo)
             paper_txt = f" [{paper[0]:.2f} ± {paper[1]:.2f}]" if paper else " [–]"
-            cells.append((f"{np.mean(scores):.2f} ± {np.std(scores):.2f}" if scores else "–") + paper_txt)
+            planned = sum(r.algorithm == algo and r.dataset == dataset for r in runs)
+            partial = f" ({len(scores)} of {planned} seeds)" if scores and len(scores) < planned else ""
+            cells.append((f"{np.mean(scores):.2f} ± {np.std(scores):.2f}{partial}" if scores else "–") + paper_txt)
             agree.append(f"{np.mean(agreements):.2f}" if agreements else "–")
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
         agreement_rows.append(f"| {dataset} | " + " | ".join(agree) + " |")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import offcoord
 import torch
+from offcoord.fileio import CorruptedFileError, cache_dir, file_lock, json_bytes, sha256_bytes
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -245,28 +246,62 @@ def disagreement(next_state_means: torch.Tensor, reward_means: torch.Tensor,
 
 
 def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Path | None = None, seed: int = 0,
-                progress: bool | None = None) -> WorldModel:
+                progress: bool | None = None, shared: bool = True) -> WorldModel:
     """The world model of a training run: loaded from ``path`` when an earlier (interrupted) session of
     the run saved one there with the same configuration, otherwise fit on ``ds`` and saved to ``path``.
 
-    A file fit with another configuration, dataset or seed (a run restarted with ``--no-resume`` in the
+    A fit is a function of the stored data, the configuration and the seed alone: the model sees
+    global states and joint actions, never an agent's view. So with ``shared`` (the default) fitted
+    models are also kept in ``<offcoord cache>/world_models/`` under that key, and a run on another
+    view of the same stored copy (``reacher2-expert-fo``, ``-independent``, ``-leader-only``) loads
+    the model instead of fitting it again; a lock makes concurrent runs wait for one fit.
+
+    A file fit with another configuration, data or seed (a run restarted with ``--no-resume`` in the
     same directory) is replaced. Shared by every model-based algorithm (``momappo``, ``maiql-ft``).
     """
     path = Path(path) if path is not None else None
-    fitted_on = {"dataset": ds.id, "transitions": len(ds), "seed": seed}
+    fitted_on = {"data": ds.card.sha256, "transitions": len(ds), "seed": seed}
     # Fitting draws from torch's global generator and loading draws differently: fork it, so the
     # caller's random stream (its policy's samples) is the same whether the model was fit or loaded.
     with torch.random.fork_rng(devices=[]):
-        if path is not None and path.exists():
-            model = WorldModel.load(path)
-            # files saved before "fitted_on" was recorded are trusted on their configuration alone
-            if asdict(model.config) == asdict(config) and model.report.get("fitted_on", fitted_on) == fitted_on:
-                return model  # trained by an earlier, interrupted session of this run
-        model = WorldModel.fit(ds, config, seed=seed, progress=progress)
-    model.report["fitted_on"] = fitted_on
+        model = _load_if_fitted_on(path, config, fitted_on)
+        if model is not None:
+            return model  # trained by an earlier, interrupted session of this run
+        if shared:
+            key = sha256_bytes(json_bytes({"fitted_on": fitted_on, "config": asdict(config)}))[:24]
+            cached = cache_dir() / "world_models" / f"{key}.pt"
+            with file_lock(cached.with_suffix(".lock")):
+                model = _load_if_fitted_on(cached, config, fitted_on, damaged_ok=True)
+                if model is None:
+                    model = _fit(ds, config, seed, progress, fitted_on)
+                    model.save(cached)
+        else:
+            model = _fit(ds, config, seed, progress, fitted_on)
     if path is not None:
         model.save(path)
     return model
+
+
+def _fit(ds, config: WorldModelConfig, seed: int, progress, fitted_on: dict) -> WorldModel:
+    model = WorldModel.fit(ds, config, seed=seed, progress=progress)
+    model.report["fitted_on"] = fitted_on
+    return model
+
+
+def _load_if_fitted_on(path: Path | None, config: WorldModelConfig, fitted_on: dict,
+                       damaged_ok: bool = False) -> WorldModel | None:
+    """The model saved at ``path`` if it was fit with ``config`` on ``fitted_on``, else None. A damaged
+    file raises, except with ``damaged_ok`` (the shared cache, whose copy is simply fit again)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        model = WorldModel.load(path)
+    except CorruptedFileError:
+        if not damaged_ok:
+            raise
+        return None
+    same = asdict(model.config) == asdict(config) and model.report.get("fitted_on") == fitted_on
+    return model if same else None
 
 
 def world_model_config(cfg) -> WorldModelConfig:

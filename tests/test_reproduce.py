@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from offcoord_agents.cli import main  # noqa: E402
-from offcoord_agents.reproduce import PAPER, TABLES, datasets_needed, plan, summarize  # noqa: E402
+from offcoord_agents.reproduce import PAPER, TABLES, datasets_needed, longest_first, plan, summarize  # noqa: E402
 
 
 def test_plan_follows_the_paper_layout():
@@ -20,6 +20,28 @@ def test_plan_follows_the_paper_layout():
         plan("hopper", "smoke")
     with pytest.raises(ValueError, match="unknown tier"):
         plan("coordination", "huge")
+
+
+def test_rows_and_columns_can_be_run_alone_and_the_table_shows_partial_cells(cache, tmp_path, capsys):
+    po = plan("reacher", "quick", datasets=["reacher2-expert-independent"], algorithms=["momappo", "ibc"])
+    assert {(r.dataset, r.algorithm) for r in po} == {("reacher2-expert-independent", a) for a in ("momappo", "ibc")}
+    assert len(po) == 6 and all(r in plan("reacher", "quick") for r in po)  # the same runs as in the whole table
+    with pytest.raises(ValueError, match=r"no datasets \['reacher2-expert-po'\]; choose from"):
+        plan("reacher", "quick", datasets=["reacher2-expert-po"])
+    assert main(["reproduce", "coordination", "--tier", "smoke", "--algorithms", "nope"]) == 2
+    assert "no algorithms ['nope']" in capsys.readouterr().err
+    # The model-based runs go first (the longest), otherwise the plan's order.
+    order = [po[i].algorithm for i in longest_first(po)]
+    assert order == ["momappo"] * 3 + ["ibc"] * 3
+    # One row run alone, one seed of it finished by hand: the whole table prints, that cell says so.
+    out = tmp_path / "reproduce"
+    assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "1",
+                 "--datasets", "coordination-neutral", "--algorithms", "iql"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("\n| coordination-") == 2 * 3  # every row of both tables, not just the one run
+    assert "| coordination-favorable | – [1.00 ± 0.00] |" in text
+    (out / "coordination" / "iql" / "coordination-neutral" / "seed1" / "results.json").unlink()
+    assert "(1 of 2 seeds)" in summarize("coordination", plan("coordination", "smoke"), out, "smoke")
 
 
 def test_ant_plan_without_training(tmp_path):

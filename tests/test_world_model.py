@@ -52,6 +52,39 @@ def test_save_and_load(reacher_model, tmp_path):
         WorldModel.load(tmp_path / "bad.pt")
 
 
+def test_a_fit_is_shared_by_every_view_of_the_stored_data(tiny_datasets, cache, tmp_path, monkeypatch):
+    """The model sees global states only, so runs on other views of one stored copy load the first
+    run's fit (same key: data, size, config, seed) instead of fitting again; another seed fits anew."""
+    import dataclasses
+
+    from offcoord.data import open_dataset
+    from offcoord_agents import world_model as wm
+
+    ds = tiny_datasets["reacher2-leader-only"]
+    card = dataclasses.replace(ds.card, datasets={**ds.card.datasets, "tiny-fo": "reacher2-fo"})
+    fo = open_dataset(ds.path, card, "tiny-fo", ds.manifest)
+    assert fo.card.sha256 == ds.card.sha256 and fo.observations["agent_1"].shape[1] == 10
+    fits = []
+    real_fit = wm.WorldModel.fit
+    monkeypatch.setattr(wm.WorldModel, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    cfg = dataclasses.replace(SMALL_WM, max_steps=200)
+
+    first = wm.fit_or_load(ds, cfg, tmp_path / "a" / "world_model.pt", seed=0, progress=False)
+    other_view = wm.fit_or_load(fo, cfg, tmp_path / "b" / "world_model.pt", seed=0, progress=False)
+    assert len(fits) == 1 and (tmp_path / "b" / "world_model.pt").exists()
+    for k, v in first.state_dict().items():
+        assert torch.equal(v, other_view.state_dict()[k]), k
+    wm.fit_or_load(fo, cfg, tmp_path / "c" / "world_model.pt", seed=1, progress=False)
+    wm.fit_or_load(fo, cfg, None, seed=0, progress=False, shared=False)
+    assert len(fits) == 3
+    shared_copies = sorted((cache / "world_models").glob("*.pt"))
+    assert len(shared_copies) == 2
+    for f in shared_copies:  # a damaged shared copy is a cache miss, fit again, never an error
+        f.write_bytes(b"torn")
+    again = wm.fit_or_load(fo, cfg, tmp_path / "d" / "world_model.pt", seed=0, progress=False)
+    assert len(fits) == 4 and torch.equal(again.elite_idx, first.elite_idx)
+
+
 def test_disagreement_matches_its_definition():
     torch.manual_seed(0)
     ns, r = torch.randn(5, 3, 4), torch.randn(5, 3)
