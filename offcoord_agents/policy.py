@@ -25,11 +25,33 @@ from offcoord_agents.data import TaskSpec
 POLICY_FORMAT = 1
 
 
+def push_history(history: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """An actor's short memory one step later: ``[obs, action]`` (padded to the team's widths) in
+    front, the oldest step dropped. ``history`` holds ``memory * (obs width + action width)`` values
+    in its last dimension, most recent first; with ``memory = 0`` it is empty and stays so.
+
+    The one definition of the memory's layout: MOMA-PPO's synthetic rollouts and an agent's policy
+    at execution both go through it."""
+    if history.shape[-1] == 0:
+        return history
+    block = torch.cat([obs, actions], -1)
+    return torch.cat([block, history[..., : history.shape[-1] - block.shape[-1]]], -1)
+
+
 class AgentPolicy:
-    """One agent's actor: observation (numpy) -> action (numpy, or int for discrete tasks)."""
+    """One agent's actor: observation (numpy) -> action (numpy, or int for discrete tasks).
+
+    With a team ``memory`` the actor also reads this agent's own last ``memory`` observations and
+    actions (:func:`push_history`); ``reset()`` (called by ``offcoord.evaluate`` before each
+    episode) empties it."""
 
     def __init__(self, team: "TeamPolicy", index: int):
         self.team, self.index = team, index
+        self.reset()
+
+    def reset(self) -> None:
+        spec = self.team.spec
+        self._history = torch.zeros(1, self.team.memory * (spec.max_obs_dim + spec.max_act_dim), device=self.team.device)
 
     def __call__(self, obs) -> np.ndarray | int:
         spec = self.team.spec
@@ -39,25 +61,33 @@ class AgentPolicy:
                 f"{spec.agents[self.index]}'s policy was trained on {spec.obs_dims[self.index]}-value observations "
                 f"({spec.env_id}), got {obs.shape[0]} values: evaluate it on an environment with the same view"
             )
-        x = np.zeros((1, spec.max_obs_dim), dtype=np.float32)
-        x[0, : spec.obs_dims[self.index]] = obs
+        x = torch.zeros(1, spec.max_obs_dim, device=self.team.device)
+        x[0, : spec.obs_dims[self.index]] = torch.from_numpy(obs)
         with torch.no_grad():
-            out = self.team._act(self.index, torch.from_numpy(x).to(self.team.device)).cpu()
+            out = self.team._act(self.index, torch.cat([x, self._history], -1))
+        if self.team.memory:  # the action as executed, padded like the rollouts' (actor means lie in [-1, 1])
+            self._history = push_history(self._history, x, out.clamp(-1, 1) * self.team.act_mask[self.index])
+        out = out.cpu()
         if spec.discrete:
             return int(out[0])
         return out[0, : spec.act_dims[self.index]].numpy().astype(np.float32)
 
 
 class TeamPolicy(Mapping):
-    """Decentralized team policy: ``policy[agent](obs) -> action``. Deterministic unless ``stochastic``."""
+    """Decentralized team policy: ``policy[agent](obs) -> action``. Deterministic unless ``stochastic``.
+
+    ``memory``: steps of each agent's own past observations and actions its actor reads (0: none)."""
 
     centralized = False
 
-    def __init__(self, spec: TaskSpec, actor: nn.Module, kind: str, stochastic: bool = False, seed: int = 0, meta=None):
+    def __init__(self, spec: TaskSpec, actor: nn.Module, kind: str, stochastic: bool = False, seed: int = 0, meta=None,
+                 memory: int = 0):
         if kind not in ("deterministic", "gaussian", "categorical"):
             raise ValueError(f"unknown actor kind {kind!r}")
+        if memory and spec.discrete:
+            raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         self.spec, self.actor, self.kind, self.stochastic = spec, actor.eval(), kind, stochastic
-        self.meta = dict(meta or {})
+        self.meta, self.memory = dict(meta or {}), int(memory)
         self.device = next(actor.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.act_mask = spec.act_mask().to(self.device)
@@ -80,7 +110,8 @@ class TeamPolicy(Mapping):
         return len(self._agents)
 
     def save(self, path: str | Path) -> Path:
-        return _save(path, {"kind": self.kind, "centralized": False}, self.spec, self.actor, self.meta)
+        kind = {"kind": self.kind, "centralized": False, "memory": self.memory}
+        return _save(path, kind, self.spec, self.actor, self.meta)
 
 
 class CentralizedPolicy:
@@ -184,4 +215,5 @@ def load_policy(path: str | Path, stochastic: bool = False, seed: int = 0):
     actor.load_state_dict(payload["state_dict"])
     if payload["centralized"]:
         return CentralizedPolicy(spec, actor, payload["kind"], payload["meta"])
-    return TeamPolicy(spec, actor, payload["kind"], stochastic=stochastic, seed=seed, meta=payload["meta"])
+    return TeamPolicy(spec, actor, payload["kind"], stochastic=stochastic, seed=seed, meta=payload["meta"],
+                      memory=payload.get("memory", 0))

@@ -103,6 +103,7 @@ class WorldModelEnv(ParallelEnv):
         self._states = torch.zeros(num_envs, self.spec.state_dim)
         self._active = torch.zeros(num_envs, dtype=torch.bool)
         self._t = 0
+        self.start_indices: np.ndarray | None = None
 
     def observation_space(self, agent):
         return self.observation_spaces[agent]
@@ -118,9 +119,10 @@ class WorldModelEnv(ParallelEnv):
         """Start ``num_envs`` rollouts from dataset states drawn uniformly (or from ``start_states``)."""
         if seed is not None:
             self.generator.manual_seed(seed)
+        self.start_indices = None  # dataset rows the rollouts start from (None for given start_states)
         if start_states is None:
-            idx = torch.randint(len(self.dataset), (self.num_envs,), generator=self.generator).numpy()
-            start_states = self.dataset.states[np.sort(idx)]
+            self.start_indices = np.sort(torch.randint(len(self.dataset), (self.num_envs,), generator=self.generator).numpy())
+            start_states = self.dataset.states[self.start_indices]
         self._states = torch.as_tensor(np.asarray(start_states, dtype=np.float32)).clone()
         self.num_envs = len(self._states)
         self._active = torch.ones(self.num_envs, dtype=torch.bool)

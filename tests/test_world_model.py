@@ -1,6 +1,7 @@
 """The world-model ensemble, WorldModelEnv's safeguards, and MOMA-PPO on the coordination game."""
 
 import numpy as np
+import offcoord
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -177,3 +178,58 @@ def test_momappo_coordination_table_five_seeds(cache):
         scores = [offcoord_agents.train("momappo", dataset, seed=s, config=cfg, progress=False).meta["evals"][-1]["normalized_score"]
                   for s in range(5)]
         assert min(scores) >= 0.95, (dataset, scores)
+
+
+def test_momappo_memory_is_the_same_in_rollouts_and_at_execution(tiny_datasets, cache, tmp_path):
+    """With ``memory``, an actor reads its own last k observations and actions: rollouts start with
+    the dataset's real preceding steps (zeros before an episode's start), a saved policy keeps the
+    memory across steps, ``reset`` empties it, and the file reloads into the same team."""
+    from offcoord_agents.algos.momappo import MOMAPPO, MOMAPPOConfig
+    from offcoord_agents.data import TaskSpec
+    from offcoord_agents.policy import load_policy, push_history
+
+    h = torch.zeros(2, 3 * 3)  # memory 3 of (2 obs + 1 action) values; most recent first, oldest dropped
+    for t in (1.0, 2.0, 3.0, 4.0):
+        h = push_history(h, torch.full((2, 2), t), torch.full((2, 1), -t))
+    assert h[0].tolist() == [4, 4, -4, 3, 3, -3, 2, 2, -2]
+    assert push_history(torch.zeros(2, 0), torch.ones(2, 2), torch.ones(2, 1)).shape == (2, 0)
+
+    ds = tiny_datasets["reacher2-leader-only"]
+    spec = TaskSpec.from_dataset(ds)
+    cfg = MOMAPPOConfig(memory=2, rollouts=64, hidden=(32, 32), wm_hidden=(32, 32), wm_max_steps=200, wm_eval_every=100)
+    algo = MOMAPPO(spec, cfg, torch.device("cpu"))
+    algo.setup(ds)
+    starts = np.asarray(ds.episode_starts)  # each episode's first row
+    rows = np.array([starts[1], starts[1] + 1, starts[1] + 5])  # an episode's first, second and sixth step
+    mem = algo._start_memory(rows)
+    O, U = spec.max_obs_dim, spec.max_act_dim
+    assert mem.shape == (2, 3, 2 * (O + U))
+    assert not mem[:, 0].any()  # nothing precedes an episode's first step
+    assert not mem[:, 1, O + U :].any()  # the second step has one predecessor
+    prev = ds.batch(np.array([rows[2] - 1, rows[2] - 2]))
+    for i, a in enumerate(ds.agents):
+        d = spec.obs_dims[i]
+        assert np.allclose(mem[i, 2, :d], prev.observations[a][0]) and np.allclose(mem[i, 2, O : O + 1], prev.actions[a][0])
+        assert np.allclose(mem[i, 2, O + U : O + U + d], prev.observations[a][1])
+
+    batch, stats = algo.collect()
+    assert batch["obs"].shape[-1] == O + 2 * (O + U) and stats["rollout_steps"] > 1
+    team = algo.policy()
+    assert team.memory == 2
+    obs, _ = (env := offcoord.make(ds.env_id)).reset(seed=3)
+    first = {a: team[a](obs[a]) for a in ds.agents}
+    again = {a: team[a](obs[a]) for a in ds.agents}  # same observation, now with one step of memory
+    assert team["agent_0"]._history.abs().sum() > 0
+    for p in team.values():
+        p.reset()
+    after_reset = {a: team[a](obs[a]) for a in ds.agents}
+    assert all(np.array_equal(after_reset[a], first[a]) for a in ds.agents)
+    assert not all(np.array_equal(again[a], first[a]) for a in ds.agents)  # the memory changed the action
+    reloaded = load_policy(team.save(tmp_path / "policy.pt"))
+    assert reloaded.memory == 2
+    for a in ds.agents:
+        assert np.array_equal(reloaded[a](obs[a]), first[a]) and np.array_equal(reloaded[a](obs[a]), again[a])
+    assert np.isfinite(offcoord.evaluate(reloaded, ds.env_id, episodes=2, seed=0).mean_return)
+    env.close()
+    with pytest.raises(ValueError, match="memory needs continuous actions"):
+        MOMAPPO(TaskSpec.from_dataset(tiny_datasets["coordination-game"]), MOMAPPOConfig(memory=1), torch.device("cpu"))

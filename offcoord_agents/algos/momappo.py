@@ -25,7 +25,7 @@ import torch
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
 from offcoord_agents.data import TaskSpec, stack_agents
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
-from offcoord_agents.policy import TeamPolicy
+from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
 from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
@@ -44,6 +44,10 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     target_entropy_per_dim: float = -1.0  # continuous actions: nats per action dim the entropy weight aims at
     target_entropy_discrete: float = 0.1  # discrete actions: nats per agent
     initial_entropy_coef: float = 0.01
+    # Steps of each agent's own past observations and actions its actor also reads (0: none). For
+    # the PO settings: an agent that does not see its partner can infer some of it from its own
+    # recent motion. Synthetic rollouts start with the dataset's real preceding steps as memory.
+    memory: int = 0
 
 
 class MOMAPPO(Algorithm):
@@ -54,8 +58,10 @@ class MOMAPPO(Algorithm):
     def __init__(self, spec: TaskSpec, config: MOMAPPOConfig, device: torch.device):
         super().__init__(spec, config, device)
         A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
+        if config.memory and spec.discrete:
+            raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
-        self.actor = actor_cls(A, O, U, config.hidden).to(device)
+        self.actor = actor_cls(A, O + config.memory * (O + U), U, config.hidden).to(device)
         self.critic = StackedMLP(1, spec.state_dim, 1, config.hidden).to(device)
         self.log_entropy_coef = torch.nn.Parameter(torch.tensor(math.log(config.initial_entropy_coef)))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
@@ -75,6 +81,7 @@ class MOMAPPO(Algorithm):
         cfg = self.config
         self.env = cfg.world_model_env(ds, workdir, num_envs=cfg.rollouts)
         self.world_model = self.env.model
+        self.dataset = ds
 
     def state_dict(self):
         return {**super().state_dict(), "rollout_generator": self.env.generator.get_state(),
@@ -108,19 +115,41 @@ class MOMAPPO(Algorithm):
             out[a] = actions[i].numpy() if self.spec.discrete else actions[i, :, :d].clamp(-1, 1).numpy()
         return out
 
+    def _start_memory(self, starts: np.ndarray) -> torch.Tensor:
+        """``(A, N, memory * (O + U))``: the steps that precede each start state in its dataset episode,
+        most recent first, zeros before the episode's start (as at execution, after ``reset``)."""
+        spec, k = self.spec, self.config.memory
+        history = torch.zeros(spec.n_agents, len(starts), k * (spec.max_obs_dim + spec.max_act_dim))
+        ds = self.dataset
+        episode_starts = np.asarray(ds.episode_starts)
+        first = episode_starts[np.searchsorted(episode_starts, starts, side="right") - 1]  # of each start's episode
+        for j in range(1, k + 1):
+            inside = starts - j >= first
+            prev = ds.batch(np.maximum(starts - j, first))
+            o = stack_agents(prev.observations, spec.agents, spec.max_obs_dim)
+            a = stack_agents(prev.actions, spec.agents, spec.max_act_dim)
+            block = torch.from_numpy(np.concatenate([o, a], -1) * inside[None, :, None])
+            width = block.shape[-1]
+            history[..., (j - 1) * width : j * width] = block
+        return history
+
     @torch.no_grad()
     def collect(self):
         """Synthetic rollouts with the current actors; returns flat tensors of the valid steps."""
         env, spec = self.env, self.spec
         obs = env.reset_batch()
         T, N = self.config.horizon, env.num_envs
+        memory = self._start_memory(env.start_indices) if self.config.memory else torch.zeros(spec.n_agents, N, 0)
         buf = {k: [] for k in ("obs", "states", "actions", "logp", "rewards", "terms", "ends", "valid", "next_states")}
         raw, cuts = [], []
         for _ in range(T):
-            o = torch.from_numpy(stack_agents(obs, spec.agents, spec.max_obs_dim))
+            own = torch.from_numpy(stack_agents(obs, spec.agents, spec.max_obs_dim))
+            o = torch.cat([own, memory], -1)
             states = torch.from_numpy(env.state_batch())
             actions, logp, _ = self._dist_stats(o)
             obs, rewards, terms, truncs, info = env.step_batch(self._to_env_actions(actions))
+            if self.config.memory:  # what each agent executed: its clipped action, padded
+                memory = push_history(memory, own, actions.clamp(-1, 1) * self.act_mask)
             buf["obs"].append(o)
             buf["states"].append(states)
             buf["actions"].append(actions)
@@ -205,5 +234,6 @@ class MOMAPPO(Algorithm):
         return metrics
 
     def policy(self) -> TeamPolicy:
-        return TeamPolicy(self.spec, self.actor, "categorical" if self.spec.discrete else "gaussian")
+        return TeamPolicy(self.spec, self.actor, "categorical" if self.spec.discrete else "gaussian",
+                          memory=self.config.memory)
 
