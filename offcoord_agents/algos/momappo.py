@@ -68,7 +68,6 @@ class MOMAPPO(Algorithm):
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
         self.entropy_opt = torch.optim.Adam([self.log_entropy_coef], lr=config.lr)
         self.act_mask = spec.act_mask().to(device)
-        self.obs_mask = spec.obs_mask().to(device)
         if spec.discrete:
             self.target_entropy = torch.full((A,), config.target_entropy_discrete)
         else:
