@@ -69,7 +69,12 @@ def cmd_reproduce(args) -> int:
     from offcoord_agents.reproduce import plan, run_all, summarize
 
     def names(text):
-        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+        if text is None:
+            return None
+        chosen = [x.strip() for x in text.split(",") if x.strip()]
+        if not chosen:
+            raise ValueError(f"--datasets/--algorithms got {text!r}: give comma-separated names, or leave it out for all")
+        return chosen
 
     runs = plan(args.table, args.tier, datasets=names(args.datasets), algorithms=names(args.algorithms))
     out = Path(args.out)

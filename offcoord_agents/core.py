@@ -253,6 +253,17 @@ def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
     return config
 
 
+def same_run(saved: dict, current: dict, defaults: dict) -> bool:
+    """Whether a checkpoint's run description matches this run's. A config field the checkpoint does
+    not have (added to the algorithm since it was written) matches when this run leaves it at its
+    default, which keeps the earlier behavior, so adding an option does not orphan running runs."""
+    if {k: v for k, v in saved.items() if k != "config"} != {k: v for k, v in current.items() if k != "config"}:
+        return False
+    config = current["config"]
+    return set(saved["config"]) <= set(config) and all(
+        saved["config"].get(k, defaults.get(k)) == v for k, v in config.items())
+
+
 def run_training(
     algo_cls,
     dataset: "str | offcoord.Dataset",
@@ -294,7 +305,7 @@ def run_training(
         if resume and ckpt_path.exists():
             ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path}), "
                                                             "then rerun the same command")
-            if ckpt["meta"] != run_meta:
+            if not same_run(ckpt["meta"], run_meta, asdict(algo_cls.Config())):
                 raise ValueError(f"{out_dir} holds a different run ({ckpt['meta']['algorithm']} on {ckpt['meta']['dataset']}, "
                                  f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
             algo.load_state_dict(ckpt["algo"])

@@ -103,7 +103,9 @@ class StackedMLP(nn.Module):
 
     def _packed(self, members: torch.Tensor | None):
         """The weights of ``members`` as contiguous tensors (first layer side by side), rebuilt only
-        when the members or any parameter (its in-place version counter) change."""
+        when the members or any parameter change: optimizer steps, ``load_state_dict`` and ``.to``
+        all bump a parameter's version counter or move it. (Writes through ``param.data`` do not;
+        nothing here makes them.)"""
         key = (None if members is None else tuple(members.tolist()),
                tuple((p.data_ptr(), p._version) for p in self.parameters()))
         cached = getattr(self, "_packed_cache", None)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import offcoord
 import torch
-from offcoord.fileio import CorruptedFileError, cache_dir, file_lock, json_bytes, sha256_bytes
+from offcoord.fileio import file_lock, json_bytes, sha256_bytes
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -245,33 +245,46 @@ def disagreement(next_state_means: torch.Tensor, reward_means: torch.Tensor,
     return torch.linalg.matrix_norm(cov), reward_means.var(0, unbiased=x.shape[0] > 1)
 
 
+# Part of the shared cache's key: bump when a change to fitting or to the saved layout makes an
+# earlier fit with the same configuration no longer what this code would produce.
+WORLD_MODEL_FORMAT = 1
+# The columns a fit reads; their content digests (in the dataset's manifest) identify the data.
+_FIT_COLUMNS = ("states", "next_states", "actions", "rewards", "terminations")
+
+
 def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Path | None = None, seed: int = 0,
                 progress: bool | None = None, shared: bool = True) -> WorldModel:
     """The world model of a training run: loaded from ``path`` when an earlier (interrupted) session of
     the run saved one there with the same configuration, otherwise fit on ``ds`` and saved to ``path``.
 
-    A fit is a function of the stored data, the configuration and the seed alone: the model sees
+    A fit is a function of the data it reads, the configuration and the seed alone: the model sees
     global states and joint actions, never an agent's view. So with ``shared`` (the default) fitted
-    models are also kept in ``<offcoord cache>/world_models/`` under that key, and a run on another
-    view of the same stored copy (``reacher2-expert-fo``, ``-independent``, ``-leader-only``) loads
-    the model instead of fitting it again; a lock makes concurrent runs wait for one fit.
+    models are also kept beside the dataset's store, in ``<its cache root>/world_models/``, keyed by
+    the digests of those columns, the configuration, the seed and :data:`WORLD_MODEL_FORMAT`; a run
+    on another view of the same stored copy (``reacher2-expert-fo``, ``-independent``,
+    ``-leader-only``) loads the model instead of fitting it again, and a lock makes concurrent runs
+    wait for one fit. A cached copy that is damaged or does not load is fit again.
 
-    A file fit with another configuration, data or seed (a run restarted with ``--no-resume`` in the
-    same directory) is replaced. Shared by every model-based algorithm (``momappo``, ``maiql-ft``).
+    A file in ``path`` fit with another configuration, data or seed (a run restarted with
+    ``--no-resume`` in the same directory) is replaced. Shared by every model-based algorithm
+    (``momappo``, ``maiql-ft``).
     """
     path = Path(path) if path is not None else None
-    fitted_on = {"data": ds.card.sha256, "transitions": len(ds), "seed": seed}
+    fitted_on = {"data": _data_digest(ds), "transitions": len(ds), "seed": seed}
+    # Records written by earlier versions into a run directory (which pins its dataset) stay valid.
+    earlier = ({"dataset": ds.id, "transitions": len(ds), "seed": seed},
+               {"data": ds.card.sha256, "transitions": len(ds), "seed": seed}, None)
     # Fitting draws from torch's global generator and loading draws differently: fork it, so the
     # caller's random stream (its policy's samples) is the same whether the model was fit or loaded.
     with torch.random.fork_rng(devices=[]):
-        model = _load_if_fitted_on(path, config, fitted_on)
+        model = _load_if_fitted_on(path, config, (fitted_on, *earlier))
         if model is not None:
             return model  # trained by an earlier, interrupted session of this run
-        if shared:
-            key = sha256_bytes(json_bytes({"fitted_on": fitted_on, "config": asdict(config)}))[:24]
-            cached = cache_dir() / "world_models" / f"{key}.pt"
+        if shared and ds.path is not None:
+            key = sha256_bytes(json_bytes({"fitted_on": fitted_on, "config": asdict(config), "format": WORLD_MODEL_FORMAT}))
+            cached = Path(ds.path).parent / "world_models" / f"{key[:24]}.pt"
             with file_lock(cached.with_suffix(".lock")):
-                model = _load_if_fitted_on(cached, config, fitted_on, damaged_ok=True)
+                model = _load_if_fitted_on(cached, config, (fitted_on,), unreadable_ok=True)
                 if model is None:
                     model = _fit(ds, config, seed, progress, fitted_on)
                     model.save(cached)
@@ -282,25 +295,35 @@ def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Pa
     return model
 
 
+def _data_digest(ds: "offcoord.Dataset") -> str:
+    """Digest of the columns a fit reads, from the store's manifest (else from their bytes)."""
+    columns = ds.manifest.get("columns", {})
+    if all("sha256" in columns.get(name, {}) for name in _FIT_COLUMNS):
+        return sha256_bytes(json_bytes([columns[name]["sha256"] for name in _FIT_COLUMNS]))
+    arrays = (ds.states, ds.next_states, ds.joint_actions, ds.rewards, ds.terminations)
+    return sha256_bytes(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
+
+
 def _fit(ds, config: WorldModelConfig, seed: int, progress, fitted_on: dict) -> WorldModel:
     model = WorldModel.fit(ds, config, seed=seed, progress=progress)
     model.report["fitted_on"] = fitted_on
     return model
 
 
-def _load_if_fitted_on(path: Path | None, config: WorldModelConfig, fitted_on: dict,
-                       damaged_ok: bool = False) -> WorldModel | None:
-    """The model saved at ``path`` if it was fit with ``config`` on ``fitted_on``, else None. A damaged
-    file raises, except with ``damaged_ok`` (the shared cache, whose copy is simply fit again)."""
+def _load_if_fitted_on(path: Path | None, config: WorldModelConfig, accepted: tuple,
+                       unreadable_ok: bool = False) -> WorldModel | None:
+    """The model saved at ``path`` if it was fit with ``config`` on one of the ``accepted`` records,
+    else None. A damaged file raises, except with ``unreadable_ok`` (the shared cache, whose copy is
+    simply fit again, also when an older layout no longer loads)."""
     if path is None or not path.exists():
         return None
     try:
         model = WorldModel.load(path)
-    except CorruptedFileError:
-        if not damaged_ok:
+    except Exception:
+        if not unreadable_ok:
             raise
         return None
-    same = asdict(model.config) == asdict(config) and model.report.get("fitted_on") == fitted_on
+    same = asdict(model.config) == asdict(config) and model.report.get("fitted_on") in accepted
     return model if same else None
 
 

@@ -167,6 +167,20 @@ def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
         offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
 
 
+def test_a_config_field_added_later_keeps_running_runs_resumable():
+    """A checkpoint written before an option existed still matches a run that leaves the option at
+    its default (the earlier behavior), and no longer matches one that sets it."""
+    from offcoord_agents.core import same_run
+
+    defaults = {"steps": 100, "memory": 0}
+    saved = {"algorithm": "momappo", "seed": 1, "config": {"steps": 100}}
+    assert same_run(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}}, defaults)
+    assert not same_run(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 4}}, defaults)
+    assert not same_run(saved, {"algorithm": "momappo", "seed": 2, "config": {"steps": 100, "memory": 0}}, defaults)
+    assert not same_run({**saved, "config": {"steps": 100, "gone": 1}},  # a field this version no longer has
+                        {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}}, defaults)
+
+
 def test_cli_train_and_evaluate(tiny_datasets, tmp_path, cache, capsys):
     from offcoord_agents.cli import main
 

@@ -30,6 +30,8 @@ def test_rows_and_columns_can_be_run_alone_and_the_table_shows_partial_cells(cac
         plan("reacher", "quick", datasets=["reacher2-expert-po"])
     assert main(["reproduce", "coordination", "--tier", "smoke", "--algorithms", "nope"]) == 2
     assert "no algorithms ['nope']" in capsys.readouterr().err
+    assert main(["reproduce", "coordination", "--tier", "smoke", "--datasets", ","]) == 2  # not "everything"
+    assert "give comma-separated names" in capsys.readouterr().err
     # The model-based runs go first (the longest), otherwise the plan's order.
     order = [po[i].algorithm for i in longest_first(po)]
     assert order == ["momappo"] * 3 + ["ibc"] * 3

@@ -1,5 +1,7 @@
 """The world-model ensemble, WorldModelEnv's safeguards, and MOMA-PPO on the coordination game."""
 
+from pathlib import Path
+
 import numpy as np
 import offcoord
 import pytest
@@ -41,6 +43,34 @@ def test_stacked_ensemble_equals_a_loop_over_members(reacher_model):
         assert torch.allclose(x[e], y, atol=1e-5) and torch.allclose(y, z, atol=1e-5)
 
 
+def test_the_inference_path_packs_weights_once_and_follows_every_change(reacher_model):
+    """Without autograd the elites' weights are packed once and rows go in blocks: the numbers equal
+    the autograd path's for several blocks, and an optimizer step or a reload is picked up."""
+    import copy
+
+    _, fitted = reacher_model
+    model = copy.deepcopy(fitted)
+    s, a = torch.randn(600, model.state_dim), torch.rand(600, model.joint_act_dim) * 2 - 1  # three blocks of 256
+
+    def both():
+        with torch.no_grad():
+            fast = model.predict(s, a, elites_only=True)
+        slow = model.predict(s, a, elites_only=True)  # autograd on: no packing, one block
+        for x, y in zip(fast, slow):
+            assert torch.allclose(x, y.detach(), atol=1e-5)
+        return fast[0]
+
+    before = both()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.loss(s[None].expand(model.net.members, -1, -1), a[None].expand(model.net.members, -1, -1),
+               torch.zeros(model.net.members, 600, model.state_dim + 1), torch.zeros(model.net.members, 600)).backward()
+    opt.step()
+    after_step = both()
+    assert not torch.allclose(before, after_step)
+    model.load_state_dict(fitted.state_dict())
+    assert torch.allclose(both(), before)
+
+
 def test_save_and_load(reacher_model, tmp_path):
     _, model = reacher_model
     loaded = WorldModel.load(model.save(tmp_path / "wm.pt"))
@@ -53,18 +83,22 @@ def test_save_and_load(reacher_model, tmp_path):
         WorldModel.load(tmp_path / "bad.pt")
 
 
-def test_a_fit_is_shared_by_every_view_of_the_stored_data(tiny_datasets, cache, tmp_path, monkeypatch):
+def test_a_fit_is_shared_by_every_view_of_the_stored_data(tiny_datasets, tmp_path, monkeypatch):
     """The model sees global states only, so runs on other views of one stored copy load the first
-    run's fit (same key: data, size, config, seed) instead of fitting again; another seed fits anew."""
+    run's fit (same key: the data's digests, config, seed) instead of fitting again, from beside the
+    dataset's store; another seed fits anew; a damaged shared copy is fit again, never an error."""
     import dataclasses
+    import shutil
 
     from offcoord.data import open_dataset
     from offcoord_agents import world_model as wm
 
-    ds = tiny_datasets["reacher2-leader-only"]
+    tiny = tiny_datasets["reacher2-leader-only"]
+    store = shutil.copytree(tiny.path, tmp_path / "root" / Path(tiny.path).name)  # a cache root of this test's own
+    ds = open_dataset(store, tiny.card, tiny.id, tiny.manifest)
     card = dataclasses.replace(ds.card, datasets={**ds.card.datasets, "tiny-fo": "reacher2-fo"})
-    fo = open_dataset(ds.path, card, "tiny-fo", ds.manifest)
-    assert fo.card.sha256 == ds.card.sha256 and fo.observations["agent_1"].shape[1] == 10
+    fo = open_dataset(store, card, "tiny-fo", ds.manifest)
+    assert fo.observations["agent_1"].shape[1] == 10 and ds.observations["agent_1"].shape[1] == 6
     fits = []
     real_fit = wm.WorldModel.fit
     monkeypatch.setattr(wm.WorldModel, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
@@ -73,17 +107,28 @@ def test_a_fit_is_shared_by_every_view_of_the_stored_data(tiny_datasets, cache, 
     first = wm.fit_or_load(ds, cfg, tmp_path / "a" / "world_model.pt", seed=0, progress=False)
     other_view = wm.fit_or_load(fo, cfg, tmp_path / "b" / "world_model.pt", seed=0, progress=False)
     assert len(fits) == 1 and (tmp_path / "b" / "world_model.pt").exists()
-    for k, v in first.state_dict().items():
-        assert torch.equal(v, other_view.state_dict()[k]), k
+    assert_same_weights(first, other_view)
     wm.fit_or_load(fo, cfg, tmp_path / "c" / "world_model.pt", seed=1, progress=False)
     wm.fit_or_load(fo, cfg, None, seed=0, progress=False, shared=False)
     assert len(fits) == 3
-    shared_copies = sorted((cache / "world_models").glob("*.pt"))
+    shared_copies = sorted((tmp_path / "root" / "world_models").glob("*.pt"))
     assert len(shared_copies) == 2
-    for f in shared_copies:  # a damaged shared copy is a cache miss, fit again, never an error
+    for f in shared_copies:
         f.write_bytes(b"torn")
     again = wm.fit_or_load(fo, cfg, tmp_path / "d" / "world_model.pt", seed=0, progress=False)
-    assert len(fits) == 4 and torch.equal(again.elite_idx, first.elite_idx)
+    assert len(fits) == 4
+    assert_same_weights(first, again)  # the refit is the same deterministic fit
+    # A run directory saved by an earlier version (records the dataset id) is resumed, not refit.
+    old = wm.WorldModel.load(tmp_path / "a" / "world_model.pt")
+    old.report["fitted_on"] = {"dataset": ds.id, "transitions": len(ds), "seed": 0}
+    old.save(tmp_path / "a" / "world_model.pt")
+    wm.fit_or_load(ds, cfg, tmp_path / "a" / "world_model.pt", seed=0, progress=False)
+    assert len(fits) == 4
+
+
+def assert_same_weights(a, b):
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
 
 
 def test_disagreement_matches_its_definition():
@@ -212,12 +257,34 @@ def test_momappo_memory_is_the_same_in_rollouts_and_at_execution(tiny_datasets, 
         assert np.allclose(mem[i, 2, :d], prev.observations[a][0]) and np.allclose(mem[i, 2, O : O + 1], prev.actions[a][0])
         assert np.allclose(mem[i, 2, O + U : O + U + d], prev.observations[a][1])
 
+    # In a rollout, step t+1's memory is step t's own observation and executed (clipped) action in
+    # front of step t's memory, the oldest dropped: compare the actors' inputs step by step.
+    inputs, executed = [], []
+    real_dist_stats = algo._dist_stats
+
+    def recording(obs, actions=None):
+        out = real_dist_stats(obs, actions)
+        inputs.append(obs.clone())
+        executed.append(out[0].clamp(-1, 1) * algo.act_mask)
+        return out
+
+    algo._dist_stats = recording
     batch, stats = algo.collect()
-    assert batch["obs"].shape[-1] == O + 2 * (O + U) and stats["rollout_steps"] > 1
+    algo._dist_stats = real_dist_stats
+    assert batch["obs"].shape[-1] == O + 2 * (O + U) and stats["rollout_steps"] > 1 and len(inputs) > 2
+    for t in range(len(inputs) - 1):
+        now, nxt = inputs[t], inputs[t + 1]
+        assert torch.equal(nxt[..., O : O + O], now[..., :O]) and torch.equal(nxt[..., 2 * O : 2 * O + U], executed[t])
+        assert torch.equal(nxt[..., 2 * O + U :], now[..., O : 2 * O + U])
+    # the policy at execution builds the same layout from what it saw and did
     team = algo.policy()
     assert team.memory == 2
     obs, _ = (env := offcoord.make(ds.env_id)).reset(seed=3)
     first = {a: team[a](obs[a]) for a in ds.agents}
+    for i, a in enumerate(ds.agents):
+        block = team[a]._history[0, : O + U]
+        assert np.allclose(block[: spec.obs_dims[i]], obs[a]) and np.allclose(block[O : O + spec.act_dims[i]], first[a])
+        assert not block[spec.obs_dims[i] : O].any() and not team[a]._history[0, O + U :].any()
     again = {a: team[a](obs[a]) for a in ds.agents}  # same observation, now with one step of memory
     assert team["agent_0"]._history.abs().sum() > 0
     for p in team.values():
@@ -233,3 +300,5 @@ def test_momappo_memory_is_the_same_in_rollouts_and_at_execution(tiny_datasets, 
     env.close()
     with pytest.raises(ValueError, match="memory needs continuous actions"):
         MOMAPPO(TaskSpec.from_dataset(tiny_datasets["coordination-game"]), MOMAPPOConfig(memory=1), torch.device("cpu"))
+    with pytest.raises(ValueError, match="memory must be >= 0"):
+        MOMAPPO(spec, MOMAPPOConfig(memory=-1), torch.device("cpu"))

@@ -58,6 +58,8 @@ class MOMAPPO(Algorithm):
     def __init__(self, spec: TaskSpec, config: MOMAPPOConfig, device: torch.device):
         super().__init__(spec, config, device)
         A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
+        if config.memory < 0:
+            raise ValueError(f"memory must be >= 0 steps, got {config.memory}")
         if config.memory and spec.discrete:
             raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
@@ -117,19 +119,16 @@ class MOMAPPO(Algorithm):
     def _start_memory(self, starts: np.ndarray) -> torch.Tensor:
         """``(A, N, memory * (O + U))``: the steps that precede each start state in its dataset episode,
         most recent first, zeros before the episode's start (as at execution, after ``reset``)."""
-        spec, k = self.spec, self.config.memory
-        history = torch.zeros(spec.n_agents, len(starts), k * (spec.max_obs_dim + spec.max_act_dim))
-        ds = self.dataset
+        spec, ds = self.spec, self.dataset
+        history = torch.zeros(spec.n_agents, len(starts), self.config.memory * (spec.max_obs_dim + spec.max_act_dim))
         episode_starts = np.asarray(ds.episode_starts)
         first = episode_starts[np.searchsorted(episode_starts, starts, side="right") - 1]  # of each start's episode
-        for j in range(1, k + 1):
-            inside = starts - j >= first
+        for j in range(self.config.memory, 0, -1):  # oldest first: the most recent step ends up in front
+            inside = (starts - j >= first)[None, :, None]
             prev = ds.batch(np.maximum(starts - j, first))
-            o = stack_agents(prev.observations, spec.agents, spec.max_obs_dim)
-            a = stack_agents(prev.actions, spec.agents, spec.max_act_dim)
-            block = torch.from_numpy(np.concatenate([o, a], -1) * inside[None, :, None])
-            width = block.shape[-1]
-            history[..., (j - 1) * width : j * width] = block
+            obs = stack_agents(prev.observations, spec.agents, spec.max_obs_dim) * inside
+            actions = stack_agents(prev.actions, spec.agents, spec.max_act_dim) * inside
+            history = push_history(history, torch.from_numpy(obs), torch.from_numpy(actions))
         return history
 
     @torch.no_grad()
