@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    from offcoord_agents.core import pick_threads
+
+    # Small networks, one sample at a time when evaluating or rendering: a second torch thread only
+    # spins, and on a busy machine it slowed a 100-episode evaluation from 14 s to minutes.
+    # (train and reproduce runs set their own, --threads.)
+    torch.set_num_threads(pick_threads())
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
