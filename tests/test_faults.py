@@ -604,7 +604,7 @@ def test_damaged_results_in_a_reproduction_are_named_and_the_fix_works(cache, tm
     again = pickle.loads(pickle.dumps(err.value))
     assert str(again) == message and again.path == results
     # the CLI turns it into an error line, exit code 2
-    monkeypatch.setattr(reproduce, "plan", lambda table, tier: runs)
+    monkeypatch.setattr(reproduce, "plan", lambda table, tier, **filters: runs)
     assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "1"]) == 2
     assert str(results) in capsys.readouterr().err
     results.unlink()  # the fix named in the message, then the same command
