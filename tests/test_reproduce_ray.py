@@ -44,9 +44,11 @@ def test_ray_smoke_table_equals_the_local_backend(cache, tmp_path, capsys, monke
     assert "| coordination-unfavorable |" in text and "[1.00 ± 0.00]" in text
     runs = plan("coordination", "smoke")
     assert all((r.directory(out) / "results.json").exists() for r in runs)
-    # Each dataset was built once, into this test's cache (the workers saw OFFCOORD_DATA_DIR).
+    # Each dataset was built once, into this test's cache (the workers saw OFFCOORD_DATA_DIR), and
+    # MOMA-PPO's world models were fit there once per dataset and seed (3 x 2).
     stores = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
-    assert stores == ["coordination-favorable", "coordination-neutral", "coordination-unfavorable"]
+    assert stores == ["coordination-favorable", "coordination-neutral", "coordination-unfavorable", "world_models"]
+    assert len(list((cache / "world_models").glob("*.pt"))) == 6
     assert not [p for p in cache.rglob("*") if p.name.endswith(".tmp") or ".partial" in p.name]
 
     # The local backend on a copy of the output with one run of every algorithm deleted: it skips
@@ -94,7 +96,7 @@ def test_address_joins_a_running_cluster(cache, tmp_path, capsys, monkeypatch):
         assert main(argv) == 0
         assert all((r.directory(out) / "results.json").exists() for r in plan("coordination", "smoke"))
         assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
-            "coordination-favorable", "coordination-neutral", "coordination-unfavorable"]
+            "coordination-favorable", "coordination-neutral", "coordination-unfavorable", "world_models"]
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # only the head we started (its own process group)
         head.wait(timeout=60)
