@@ -140,6 +140,22 @@ def test_dataset_built_from_an_older_card_is_refused(cache):
         offcoord.load_dataset("coordination-neutral")
 
 
+def test_a_copy_built_before_stores_recorded_their_recipe_is_refused_and_rebuilt(cache, capsys):
+    """Such a copy came from an earlier generator whose random streams differ (found on a machine
+    whose cached coordination and reacher data did not match a fresh build of the same card)."""
+    from offcoord.cli import main
+
+    ds = offcoord.load_dataset("coordination-neutral", progress=False)
+    fresh = np.asarray(ds.joint_actions).copy()
+    manifest = json.loads((ds.path / "manifest.json").read_text())
+    del manifest["recipe_sha256"]
+    (ds.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetCorruptedError, match="earlier version of offcoord.*offcoord generate coordination-neutral --force"):
+        offcoord.load_dataset("coordination-neutral")
+    assert main(["generate", "coordination-neutral", "--force"]) == 0  # the command the error names
+    assert np.array_equal(offcoord.load_dataset("coordination-neutral").joint_actions, fresh)
+
+
 def test_only_the_recipe_decides_whether_a_cached_copy_is_valid(tmp_path):
     """Editing a card's words, reference scores or expectations keeps its data; editing how it is made does not."""
     from offcoord.data.cards import card_from_bytes, recipe_key, weights_path

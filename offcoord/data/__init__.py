@@ -52,7 +52,12 @@ def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool
         generate(card, root=root, progress=progress)
     manifest = read_manifest(path, card.id)
     built_from = manifest.get("recipe_sha256")
-    if (built_from != recipe_key(card)) if built_from else (manifest.get("card_sha256") != card.sha256):
+    if not built_from:  # written before stores recorded their recipe, by a generator with other random streams
+        raise DatasetCorruptedError(
+            f"{path} was built by an earlier version of offcoord (its manifest records no recipe), whose "
+            f"generator drew other random streams: its episodes differ from the card's; {rebuild_hint(card.id)}"
+        )
+    if built_from != recipe_key(card):
         raise DatasetCorruptedError(
             f"{path} was built from a different version of the card {card.path}; {rebuild_hint(card.id)}"
         )
