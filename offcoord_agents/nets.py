@@ -71,21 +71,15 @@ class StackedMLP(nn.Module):
         """Every member (or only ``members``, indices) on the same input ``(batch, in)`` ->
         ``(len(members), batch, out)``.
 
-        The first layer is one wide GEMM against all members' weights side by side (no input copies).
-        Without autograd (rollouts), the chosen members' weights are packed once and reused until a
-        parameter changes, and rows go through in blocks whose activations stay in cache.
+        Without autograd (rollouts), the first layer is one wide GEMM against the members' weights
+        side by side, the chosen members' weights are packed once and reused until a parameter
+        changes, and rows go through in blocks whose activations stay in cache.
         """
         M = self.members if members is None else len(members)
-        if self.input_mean.any() or (self.input_std != 1).any():  # per-member normalization: inputs differ
+        # With autograd (packed copies would not carry gradients) or per-member input normalization
+        # (the members' inputs differ), the plain stacked forward on the broadcast input.
+        if torch.is_grad_enabled() or self.input_mean.any() or (self.input_std != 1).any():
             return self(x.expand(M, *x.shape), members)
-        if torch.is_grad_enabled():
-            first = self.layers[0]
-            weight, bias = (first.weight, first.bias) if members is None else (first.weight[members], first.bias[members])
-            h = x @ weight.permute(1, 0, 2).reshape(x.shape[-1], -1)  # (batch, M * width)
-            h = h.view(x.shape[0], M, -1).transpose(0, 1) + bias
-            for layer in self.layers[1:]:
-                h = layer(F.relu(h), members)
-            return h
         (w0, b0), rest = self._packed(members)
         outs = []
         for rows in x.split(self.INFERENCE_BLOCK):
