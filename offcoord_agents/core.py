@@ -256,8 +256,10 @@ def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
 def same_run(saved: dict, current: dict, defaults: dict) -> bool:
     """Whether a checkpoint's run description matches this run's. A config field the checkpoint does
     not have (added to the algorithm since it was written) matches when this run leaves it at its
-    default, which keeps the earlier behavior, so adding an option does not orphan running runs."""
-    if {k: v for k, v in saved.items() if k != "config"} != {k: v for k, v in current.items() if k != "config"}:
+    default, which keeps the earlier behavior, so adding an option does not orphan running runs.
+    Likewise a checkpoint written before runs recorded ``data_sha256`` is matched on the card alone."""
+    ignored = {"config"} | ({"data_sha256"} if "data_sha256" not in saved else set())
+    if {k: v for k, v in saved.items() if k not in ignored} != {k: v for k, v in current.items() if k not in ignored}:
         return False
     config = current["config"]
     return set(saved["config"]) <= set(config) and all(
@@ -295,7 +297,8 @@ def run_training(
     sampler = BatchSampler(ds, spec, cfg.batch_size, seed, dev)
     env_id = ds.env_id
     run_meta = {"algorithm": algo_cls.name, "dataset": dataset_id, "env": env_id, "seed": seed,
-                "config": asdict(cfg), "card_sha256": ds.card.sha256, "centralized": algo_cls.centralized}
+                "config": asdict(cfg), "card_sha256": ds.card.sha256, "data_sha256": ds.digest(),
+                "centralized": algo_cls.centralized}
 
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
     start, evals = 0, []
@@ -306,6 +309,10 @@ def run_training(
             ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path}), "
                                                             "then rerun the same command")
             if not same_run(ckpt["meta"], run_meta, asdict(algo_cls.Config())):
+                if ckpt["meta"].get("data_sha256", run_meta["data_sha256"]) != run_meta["data_sha256"]:
+                    raise ValueError(f"{out_dir} holds a run on other data: {dataset_id}'s stored copy has changed since "
+                                     f"(rebuilt, or regenerated from retrained behaviors); pass --no-resume to start over "
+                                     f"on the current data, or choose another --out")
                 raise ValueError(f"{out_dir} holds a different run ({ckpt['meta']['algorithm']} on {ckpt['meta']['dataset']}, "
                                  f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
             algo.load_state_dict(ckpt["algo"])

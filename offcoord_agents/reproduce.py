@@ -174,6 +174,25 @@ def execute(run: Run, out: Path) -> dict:
     return read_results(directory)
 
 
+def check_finished_data(runs: list[Run], out: Path) -> None:
+    """Before anything starts: a finished run is skipped only if it trained on the data its dataset's
+    store holds now; otherwise a clear error names the run directory to delete."""
+    import offcoord
+
+    for run in runs:
+        directory = run.directory(out)
+        if not (directory / "results.json").exists():
+            continue
+        done = _read_results(directory)
+        if "data_sha256" not in done:  # written before runs recorded their data: only the card can be compared
+            continue
+        ds = offcoord.load_dataset(done["dataset"], size=done["config"].get("dataset_size"), progress=False)
+        if ds.digest() != done["data_sha256"]:
+            raise ValueError(f"{directory} finished on other data: {done['dataset']}'s stored copy has changed since "
+                             f"(rebuilt, or regenerated from retrained behaviors); rm -r {directory} and rerun the same "
+                             f"command to train it on the current data")
+
+
 def _read_results(directory: Path) -> dict:
     from offcoord_agents.core import read_results
 
@@ -227,6 +246,9 @@ def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | N
     backend only; otherwise a fresh local Ray is started and shut down at the end).
     """
     out = Path(out)
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}; choose local or ray")
+    check_finished_data(runs, out)
     if backend == "local":
         return _run_local(runs, out, workers, log)
     if backend == "ray":

@@ -270,7 +270,7 @@ def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Pa
     (``momappo``, ``maiql-ft``).
     """
     path = Path(path) if path is not None else None
-    fitted_on = {"data": _data_digest(ds), "transitions": len(ds), "seed": seed}
+    fitted_on = {"data": ds.digest(_FIT_COLUMNS), "transitions": len(ds), "seed": seed}
     # Records written by earlier versions into a run directory (which pins its dataset) stay valid.
     earlier = ({"dataset": ds.id, "transitions": len(ds), "seed": seed},
                {"data": ds.card.sha256, "transitions": len(ds), "seed": seed}, None)
@@ -293,15 +293,6 @@ def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Pa
     if path is not None:
         model.save(path)
     return model
-
-
-def _data_digest(ds: "offcoord.Dataset") -> str:
-    """Digest of the columns a fit reads, from the store's manifest (else from their bytes)."""
-    columns = ds.manifest.get("columns", {})
-    if all("sha256" in columns.get(name, {}) for name in _FIT_COLUMNS):
-        return sha256_bytes(json_bytes([columns[name]["sha256"] for name in _FIT_COLUMNS]))
-    arrays = (ds.states, ds.next_states, ds.joint_actions, ds.rewards, ds.terminations)
-    return sha256_bytes(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
 
 
 def _fit(ds, config: WorldModelConfig, seed: int, progress, fitted_on: dict) -> WorldModel:

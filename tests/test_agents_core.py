@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 import offcoord  # noqa: E402
 import offcoord_agents  # noqa: E402
+from offcoord.fileio import json_bytes, sha256_bytes  # noqa: E402
 from offcoord_agents.data import BatchSampler, TaskSpec  # noqa: E402
 from offcoord_agents.nets import StackedGaussianActor, StackedMLP  # noqa: E402
 
@@ -165,6 +166,44 @@ def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="checkpoint.*corrupted"):
         offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
+
+
+def _with_rewards(ds, rewards):
+    """An in-memory copy of ``ds`` (same id and card) whose reward column is ``rewards``: rebuilt data."""
+    columns = {name: ds.column(name) for name in ds.column_names}
+    columns["rewards"] = rewards
+    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, {})
+
+
+def test_dataset_digest_follows_the_data_not_the_card(tiny_datasets):
+    ds = tiny_datasets["coordination-game"]
+    recorded = ds.manifest["columns"]
+    assert ds.digest(["rewards"]) != ds.digest(["states"]) != ds.digest()
+    assert ds.digest() == sha256_bytes(json_bytes(
+        [recorded[name]["sha256"] for name in sorted(recorded)]))  # from the manifest, without reading the data
+    same = _with_rewards(ds, np.array(ds.rewards))
+    changed = _with_rewards(ds, np.array(ds.rewards) + 1.0)
+    assert same.digest() == _with_rewards(ds, np.array(ds.rewards)).digest()  # from the bytes when no manifest
+    assert changed.digest() != same.digest() and changed.digest(["states"]) == same.digest(["states"])
+    with pytest.raises(KeyError, match="no column"):
+        ds.column("nope")
+
+
+def test_resume_refuses_a_run_whose_data_was_rebuilt(tiny_datasets, tmp_path):
+    """Same id, same card, other data (a store rebuilt by another generator): resuming would mix the
+    two, so it stops with the choices; a checkpoint from before runs recorded their data resumes."""
+    ds = tiny_datasets["reacher2-leader-only"]
+    offcoord_agents.train("ibc", ds, steps=10, config={**SMALL, "checkpoint_every": 5}, out=tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["meta"]["data_sha256"] == ds.digest()
+    rebuilt = _with_rewards(ds, np.array(ds.rewards) * 0.5)
+    with pytest.raises(ValueError, match="other data.*--no-resume"):
+        offcoord_agents.train("ibc", rebuilt, steps=10, config={**SMALL, "checkpoint_every": 5}, out=tmp_path, progress=False)
+    del ckpt["meta"]["data_sha256"]  # written by an earlier version
+    ckpt["evals"] = [{**e, "mark": 1} for e in ckpt["evals"]]
+    torch.save(ckpt, tmp_path / "checkpoint.pt")
+    policy = offcoord_agents.train("ibc", ds, steps=10, config={**SMALL, "checkpoint_every": 5}, out=tmp_path, progress=False)
+    assert policy.meta["evals"] == ckpt["evals"]  # resumed from the checkpoint, not started over
 
 
 def test_a_config_field_added_later_keeps_running_runs_resumable():

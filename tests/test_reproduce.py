@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+import offcoord_agents  # noqa: E402
 from offcoord_agents.cli import main  # noqa: E402
 from offcoord_agents.reproduce import PAPER, TABLES, datasets_needed, longest_first, plan, summarize  # noqa: E402
 
@@ -111,3 +112,20 @@ def test_smoke_tier_of_the_continuous_tables_runs_end_to_end(cache, tmp_path, ta
     summary = (out / table / "summary.md").read_text().split("Strategy-agreement")[0]
     cells = len(TABLES[table]["datasets"]) * len(TABLES[table]["algorithms"])
     assert summary.count("| – [") == cells - len({(r.dataset, r.algorithm) for r in runs})  # only IQL off FO is empty
+
+
+def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path):
+    """``reproduce`` skips a finished run only if its recorded data digest is the store's now."""
+    from offcoord_agents.core import read_results, write_results
+    from offcoord_agents.reproduce import Run, check_finished_data
+
+    run = Run("coordination", "ibc", "coordination-favorable", 0, {"steps": 5, "dataset_size": 200, "eval_episodes": 2})
+    out = tmp_path / "out"
+    offcoord_agents.train(run.algorithm, run.dataset, seed=0, config=run.config, out=run.directory(out), progress=False)
+    check_finished_data([run], out)  # the same data: skipped
+    done = read_results(run.directory(out))
+    write_results(run.directory(out), {**done, "data_sha256": "0" * 64})  # as if the store was rebuilt since
+    with pytest.raises(ValueError, match=f"finished on other data.*rm -r {run.directory(out)}"):
+        check_finished_data([run], out)
+    write_results(run.directory(out), {k: v for k, v in done.items() if k != "data_sha256"})  # an earlier version's run
+    check_finished_data([run], out)

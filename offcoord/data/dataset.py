@@ -10,6 +10,9 @@ import numpy as np
 
 from offcoord.data.cards import Card
 from offcoord.envs.base import JointLayout, ObservationView
+from offcoord.fileio import json_bytes, sha256_bytes
+
+_COLUMN_ATTRIBUTES = ("states", "next_states", "rewards", "terminations", "truncations", "episode_starts")
 
 
 class _LazyAgentArrays(Mapping):
@@ -137,6 +140,32 @@ class Dataset:
     @property
     def statistics(self) -> dict[str, Any]:
         return dict(self.manifest.get("statistics", {}))
+
+    def column(self, name: str) -> np.ndarray:
+        """A stored column by its name in the store (``states``, ``actions``, ``extra_<name>``, ...)."""
+        if name == "actions":
+            return self.joint_actions
+        if name.startswith("extra_"):
+            return self.extras[name[len("extra_"):]]
+        if name not in _COLUMN_ATTRIBUTES:
+            raise KeyError(f"{self.id} has no column {name!r}; it has {sorted(self.column_names)}")
+        return getattr(self, name)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return (*_COLUMN_ATTRIBUTES[:2], "actions", *_COLUMN_ATTRIBUTES[2:], *(f"extra_{k}" for k in sorted(self.extras)))
+
+    def digest(self, columns: "tuple[str, ...] | list[str] | None" = None) -> str:
+        """A sha256 that changes whenever the data changes: of the named columns (default: all), in
+        that order, from the store's manifest (no reading of the data), else from their bytes.
+
+        The card's hash does not do this job: a store rebuilt by another generator, or from retrained
+        behavior weights, has the same card. Runs and world-model fits record this digest to tell."""
+        names = tuple(columns) if columns is not None else tuple(sorted(self.column_names))
+        recorded = self.manifest.get("columns", {})
+        if all("sha256" in recorded.get(name, {}) for name in names):
+            return sha256_bytes(json_bytes([recorded[name]["sha256"] for name in names]))
+        return sha256_bytes(b"".join(np.ascontiguousarray(self.column(name)).tobytes() for name in names))
 
     def observation_space(self, agent: str):
         return self.view.observation_spaces[agent]
