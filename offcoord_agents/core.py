@@ -46,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000  # steps between atomic checkpoints
     log_every: int = 1_000  # steps between training-loss log lines
     time_limit_seconds: float | None = None  # stop (with a final evaluation) once training has run this long; for equal-wall-clock comparisons
+    cpu_time_limit_seconds: float | None = None  # the same in this process's CPU time: equal-compute comparisons on a loaded machine
     dataset_size: int | None = None  # train on a smaller variant of the dataset (offcoord.load_dataset(id, size=...)); None = the card's size
 
 
@@ -335,13 +336,14 @@ def run_training(
     disable_bar = (bool(os.environ.get("CI")) or None) if progress is None else not progress
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{algo_cls.name} {dataset_id} seed {seed}", disable=disable_bar,
                mininterval=1.0, unit="step")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out_of_time = False
     try:
         for step in range(start + 1, cfg.steps + 1):
             metrics = algo.update(sampler.sample() if algo.uses_batches else None, step)
             bar.update(1)
-            out_of_time = cfg.time_limit_seconds is not None and time.perf_counter() - t0 >= cfg.time_limit_seconds
+            out_of_time = ((cfg.time_limit_seconds is not None and time.perf_counter() - t0 >= cfg.time_limit_seconds)
+                           or (cfg.cpu_time_limit_seconds is not None and time.process_time() - cpu0 >= cfg.cpu_time_limit_seconds))
             if logger and step % cfg.log_every == 0:
                 logger.log("train", step, metrics)
             if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
@@ -364,7 +366,8 @@ def run_training(
         policy.save(out_dir / "policy.pt")
         final = evals[-1] if evals else {}
         results = {**run_meta, "versions": _versions(), "evals": evals, "final": final,
-                   "train_seconds_this_session": time.perf_counter() - t0, "stopped_by_time_limit": out_of_time}
+                   "train_seconds_this_session": time.perf_counter() - t0,
+                   "train_cpu_seconds_this_session": time.process_time() - cpu0, "stopped_by_time_limit": out_of_time}
         write_results(out_dir, results)
     policy.meta["evals"] = evals
     return policy

@@ -259,3 +259,8 @@ def test_time_limit_stops_with_a_final_evaluation(tiny_datasets, tmp_path):
                                    progress=False)
     assert [e["step"] for e in policy.meta["evals"]] == [1]
     assert json.loads((tmp_path / "results.json").read_text())["stopped_by_time_limit"] is True
+    cpu = offcoord_agents.train("ibc", ds, steps=10_000, config={**SMALL, "cpu_time_limit_seconds": 0.0},
+                                out=tmp_path / "cpu", progress=False)
+    assert [e["step"] for e in cpu.meta["evals"]] == [1]
+    results = json.loads((tmp_path / "cpu" / "results.json").read_text())
+    assert results["stopped_by_time_limit"] is True and results["train_cpu_seconds_this_session"] > 0
