@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from offcoord.fileio import atomic_write_bytes
+from offcoord.fileio import atomic_write_bytes, sha256_bytes
 from torch import nn
 
 from offcoord_agents import nets
@@ -168,20 +168,45 @@ def _save(path, kind: dict, spec: TaskSpec, actor: nn.Module, meta: dict) -> Pat
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` into memory, then offcoord's atomic write (temporary file, fsync, rename).
+    """``torch.save`` into memory, sealed, then offcoord's atomic write (temporary file, fsync, rename).
 
-    The file is torch's zip format with a CRC-32 per record (``torch.load`` reads it as usual);
-    :func:`safe_torch_load` checks those CRCs, which ``torch.load`` itself does not.
+    The file is torch's zip format (``torch.load`` reads it as usual) with a CRC-32 per record and,
+    in the zip comment, the sha256 of everything before it (:func:`seal`). :func:`safe_torch_load`
+    checks both, which ``torch.load`` itself does not.
     """
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), seal(buf.getvalue()))
 
 
-def check_torch_file(path: Path) -> None:
-    """Raise if a torch zip file is truncated or any record fails its CRC-32 (a flipped bit in the
-    tensor data would otherwise load silently as a different number)."""
-    with zipfile.ZipFile(path) as z:
+_SEAL = b"offcoord-sha256:"
+_SEAL_LEN = len(_SEAL) + 64
+_END_OF_CENTRAL_DIRECTORY = b"PK\x05\x06"
+
+
+def seal(data: bytes) -> bytes:
+    """Put the sha256 of the zip file into its (empty) comment. The per-record CRC-32s miss damage
+    to the zip's own directory: a flipped bit in a record's offset or size can make torch read other
+    bytes for a tensor while every CRC still passes."""
+    if len(data) < 22 or data[-22:-18] != _END_OF_CENTRAL_DIRECTORY or data[-2:] != b"\0\0":
+        return data  # not a plain zip ending without a comment: left as torch wrote it
+    body = data[:-2] + _SEAL_LEN.to_bytes(2, "little")
+    return body + _SEAL + sha256_bytes(body).encode()
+
+
+def check_torch_file(path) -> None:
+    """Raise if a torch zip file is truncated, does not match the sha256 sealed in it, or any record
+    fails its CRC-32 (a flipped bit in the tensor data would otherwise load silently as a different
+    number). Files written before the seal existed get the CRC checks only."""
+    data = path.getvalue() if isinstance(path, io.BytesIO) else Path(path).read_bytes()
+    end = data.rfind(_END_OF_CENTRAL_DIRECTORY, max(0, len(data) - 22 - _SEAL_LEN))
+    if end >= 0 and (int.from_bytes(data[end + 20:end + 22], "little") == _SEAL_LEN
+                     or data[end + 22:end + 22 + len(_SEAL)] == _SEAL):  # a sealed file
+        if len(data) != end + 22 + _SEAL_LEN:
+            raise ValueError("the file is truncated (its sealed sha256 is cut short)")
+        if sha256_bytes(data[:-_SEAL_LEN]).encode() != data[-64:]:
+            raise ValueError("the file does not match the sha256 sealed in its zip comment")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
         bad = z.testzip()
     if bad is not None:
         raise zipfile.BadZipFile(f"record {bad} fails its CRC-32 check")

@@ -15,7 +15,7 @@ from offcoord_agents.cli import main  # noqa: E402
 from offcoord_agents.reproduce import plan, ray_runtime_env  # noqa: E402
 
 # Facts about the machine or the session, not the run: they may differ between two equal runs.
-_TIMING = ("train_seconds_this_session",)
+_TIMING = ("train_seconds_this_session", "train_cpu_seconds_this_session")
 
 
 def _comparable(path: Path) -> dict:
