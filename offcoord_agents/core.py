@@ -46,7 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 10_000  # steps between atomic checkpoints
     log_every: int = 1_000  # steps between training-loss log lines
     time_limit_seconds: float | None = None  # stop (with a final evaluation) once training has run this long; for equal-wall-clock comparisons
-    cpu_time_limit_seconds: float | None = None  # the same in this process's CPU time: equal-compute comparisons on a loaded machine
+    cpu_time_limit_seconds: float | None = None  # the same in this process's CPU time (all its threads): equal-compute comparisons on a loaded machine
     dataset_size: int | None = None  # train on a smaller variant of the dataset (offcoord.load_dataset(id, size=...)); None = the card's size
 
 
@@ -310,7 +310,8 @@ def run_training(
             ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path}), "
                                                             "then rerun the same command")
             if not same_run(ckpt["meta"], run_meta, asdict(algo_cls.Config())):
-                if ckpt["meta"].get("data_sha256", run_meta["data_sha256"]) != run_meta["data_sha256"]:
+                ignoring_data = {k: v for k, v in ckpt["meta"].items() if k != "data_sha256"}
+                if "data_sha256" in ckpt["meta"] and same_run(ignoring_data, run_meta, asdict(algo_cls.Config())):
                     raise ValueError(f"{out_dir} holds a run on other data: {dataset_id}'s stored copy has changed since "
                                      f"(rebuilt, or regenerated from retrained behaviors); pass --no-resume to start over "
                                      f"on the current data, or choose another --out")
@@ -337,13 +338,15 @@ def run_training(
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{algo_cls.name} {dataset_id} seed {seed}", disable=disable_bar,
                mininterval=1.0, unit="step")
     t0, cpu0 = time.perf_counter(), time.process_time()
-    out_of_time = False
+    out_of_time: str | None = None  # which budget stopped the run
     try:
         for step in range(start + 1, cfg.steps + 1):
             metrics = algo.update(sampler.sample() if algo.uses_batches else None, step)
             bar.update(1)
-            out_of_time = ((cfg.time_limit_seconds is not None and time.perf_counter() - t0 >= cfg.time_limit_seconds)
-                           or (cfg.cpu_time_limit_seconds is not None and time.process_time() - cpu0 >= cfg.cpu_time_limit_seconds))
+            if cfg.time_limit_seconds is not None and time.perf_counter() - t0 >= cfg.time_limit_seconds:
+                out_of_time = "wall_clock"
+            elif cfg.cpu_time_limit_seconds is not None and time.process_time() - cpu0 >= cfg.cpu_time_limit_seconds:
+                out_of_time = "cpu_time"
             if logger and step % cfg.log_every == 0:
                 logger.log("train", step, metrics)
             if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
@@ -367,7 +370,8 @@ def run_training(
         final = evals[-1] if evals else {}
         results = {**run_meta, "versions": _versions(), "evals": evals, "final": final,
                    "train_seconds_this_session": time.perf_counter() - t0,
-                   "train_cpu_seconds_this_session": time.process_time() - cpu0, "stopped_by_time_limit": out_of_time}
+                   "train_cpu_seconds_this_session": time.process_time() - cpu0,
+                   "stopped_by_time_limit": out_of_time is not None, "time_limit_reached": out_of_time}
         write_results(out_dir, results)
     policy.meta["evals"] = evals
     return policy

@@ -171,7 +171,7 @@ def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` into memory, sealed, then offcoord's atomic write (temporary file, fsync, rename).
 
     The file is torch's zip format (``torch.load`` reads it as usual) with a CRC-32 per record and,
-    in the zip comment, the sha256 of everything before it (:func:`seal`). :func:`safe_torch_load`
+    in the zip comment, the sha256 of everything before that comment (:func:`seal`). :func:`safe_torch_load`
     checks both, which ``torch.load`` itself does not.
     """
     buf = io.BytesIO()
@@ -194,17 +194,18 @@ def seal(data: bytes) -> bytes:
     return body + _SEAL + sha256_bytes(body).encode()
 
 
-def check_torch_file(path) -> None:
-    """Raise if a torch zip file is truncated, does not match the sha256 sealed in it, or any record
-    fails its CRC-32 (a flipped bit in the tensor data would otherwise load silently as a different
-    number). Files written before the seal existed get the CRC checks only."""
-    data = path.getvalue() if isinstance(path, io.BytesIO) else Path(path).read_bytes()
-    end = data.rfind(_END_OF_CENTRAL_DIRECTORY, max(0, len(data) - 22 - _SEAL_LEN))
+def check_torch_file(data: bytes) -> None:
+    """Raise if a torch zip file (its bytes) is truncated, does not match the sha256 sealed in it, or
+    any record fails its CRC-32 (a flipped bit in the tensor data would otherwise load silently as a
+    different number). Files written before the seal existed get the CRC checks only."""
+    # The end record sits 22 bytes before the comment, which is at most 64 KiB long.
+    end = data.rfind(_END_OF_CENTRAL_DIRECTORY, max(0, len(data) - 22 - 0xFFFF))
     if end >= 0 and (int.from_bytes(data[end + 20:end + 22], "little") == _SEAL_LEN
                      or data[end + 22:end + 22 + len(_SEAL)] == _SEAL):  # a sealed file
         if len(data) != end + 22 + _SEAL_LEN:
-            raise ValueError("the file is truncated (its sealed sha256 is cut short)")
-        if sha256_bytes(data[:-_SEAL_LEN]).encode() != data[-64:]:
+            raise ValueError(f"the file has {len(data) - end - 22 - _SEAL_LEN:+d} bytes after its sealed sha256 "
+                             f"(cut short, or bytes appended)")
+        if sha256_bytes(memoryview(data)[:-_SEAL_LEN]).encode() != data[-64:]:
             raise ValueError("the file does not match the sha256 sealed in its zip comment")
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         bad = z.testzip()
@@ -218,7 +219,7 @@ def safe_torch_load(path: Path, what: str, fix: str):
 
     try:
         data = Path(path).read_bytes()
-        check_torch_file(io.BytesIO(data))
+        check_torch_file(data)
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
     except FileNotFoundError:
         raise

@@ -176,9 +176,11 @@ def execute(run: Run, out: Path) -> dict:
 
 def check_finished_data(runs: list[Run], out: Path) -> None:
     """Before anything starts: a finished run is skipped only if it trained on the data its dataset's
-    store holds now; otherwise a clear error names the run directory to delete."""
+    store holds now; otherwise a clear error names the run directory to delete. (A store that is not
+    in this machine's cache is not compared: the run's workers build or find it.)"""
     import offcoord
 
+    digests: dict[tuple, str | None] = {}
     for run in runs:
         directory = run.directory(out)
         if not (directory / "results.json").exists():
@@ -186,8 +188,13 @@ def check_finished_data(runs: list[Run], out: Path) -> None:
         done = _read_results(directory)
         if "data_sha256" not in done:  # written before runs recorded their data: only the card can be compared
             continue
-        ds = offcoord.load_dataset(done["dataset"], size=done["config"].get("dataset_size"), progress=False)
-        if ds.digest() != done["data_sha256"]:
+        key = (done["dataset"], done["config"].get("dataset_size"))
+        if key not in digests:
+            try:
+                digests[key] = offcoord.load_dataset(key[0], size=key[1], auto_build=False).digest()
+            except FileNotFoundError:
+                digests[key] = None
+        if digests[key] is not None and digests[key] != done["data_sha256"]:
             raise ValueError(f"{directory} finished on other data: {done['dataset']}'s stored copy has changed since "
                              f"(rebuilt, or regenerated from retrained behaviors); rm -r {directory} and rerun the same "
                              f"command to train it on the current data")
@@ -251,9 +258,7 @@ def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | N
     check_finished_data(runs, out)
     if backend == "local":
         return _run_local(runs, out, workers, log)
-    if backend == "ray":
-        return _run_ray(runs, out, workers, address, log)
-    raise ValueError(f"unknown backend {backend!r}; choose local or ray")
+    return _run_ray(runs, out, workers, address, log)
 
 
 # Algorithms that fit a world model before training take several times longer than the others:

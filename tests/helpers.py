@@ -1,7 +1,11 @@
-"""Helpers shared by the environment tests."""
+"""Helpers shared by the tests."""
 
 import numpy as np
 from gymnasium import spaces
+
+# Fields of a run's results.json that are facts about the machine or the session, not the run:
+# they may differ between two equal runs.
+TIMING = ("train_seconds_this_session", "train_cpu_seconds_this_session")
 
 
 def rollout(env, seed, action_seed, scale=1.0):

@@ -168,41 +168,57 @@ def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
         offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
 
 
-def _with_rewards(ds, rewards):
-    """An in-memory copy of ``ds`` (same id and card) whose reward column is ``rewards``: rebuilt data."""
+def _copy(ds, rewards=None, manifest=None):
+    """An in-memory copy of ``ds`` (same id and card), optionally with another reward column or manifest."""
     columns = {name: ds.column(name) for name in ds.column_names}
-    columns["rewards"] = rewards
-    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, {})
+    if rewards is not None:
+        columns["rewards"] = rewards
+    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest if manifest is None else manifest)
+
+
+def _rebuilt(ds):
+    """``ds`` as if its store had been rebuilt with other rewards: same id and card, other manifest digests."""
+    manifest = json.loads(json.dumps(ds.manifest))
+    manifest["columns"]["rewards"]["sha256"] = "0" * 64
+    return _copy(ds, np.array(ds.rewards) * 0.5, manifest)
 
 
 def test_dataset_digest_follows_the_data_not_the_card(tiny_datasets):
+    from offcoord_agents.world_model import _FIT_COLUMNS
+
     ds = tiny_datasets["coordination-game"]
     recorded = ds.manifest["columns"]
+    assert set(ds.column_names) == set(recorded)
     assert ds.digest(["rewards"]) != ds.digest(["states"]) != ds.digest()
-    assert ds.digest() == sha256_bytes(json_bytes(
-        [recorded[name]["sha256"] for name in sorted(recorded)]))  # from the manifest, without reading the data
-    same = _with_rewards(ds, np.array(ds.rewards))
-    changed = _with_rewards(ds, np.array(ds.rewards) + 1.0)
-    assert same.digest() == _with_rewards(ds, np.array(ds.rewards)).digest()  # from the bytes when no manifest
+    assert ds.digest() == sha256_bytes(json_bytes([recorded[name]["sha256"] for name in sorted(recorded)]))
+    # the world-model cache key's part: the formula earlier versions used, so their cached fits stay valid
+    assert ds.digest(_FIT_COLUMNS) == sha256_bytes(json_bytes([recorded[n]["sha256"] for n in
+                                                               ("states", "next_states", "actions", "rewards", "terminations")]))
+    assert _rebuilt(ds).digest() != ds.digest() and _rebuilt(ds).digest(["states"]) == ds.digest(["states"])
+    same, changed = _copy(ds, manifest={}), _copy(ds, np.array(ds.rewards) + 1.0, manifest={})  # no manifest: from the bytes
+    assert same.digest() == _copy(ds, np.array(ds.rewards), manifest={}).digest()
     assert changed.digest() != same.digest() and changed.digest(["states"]) == same.digest(["states"])
-    with pytest.raises(KeyError, match="no column"):
-        ds.column("nope")
+    with pytest.raises(KeyError, match="no column 'extra_nope'"):
+        ds.column("extra_nope")
 
 
 def test_resume_refuses_a_run_whose_data_was_rebuilt(tiny_datasets, tmp_path):
     """Same id, same card, other data (a store rebuilt by another generator): resuming would mix the
     two, so it stops with the choices; a checkpoint from before runs recorded their data resumes."""
     ds = tiny_datasets["reacher2-leader-only"]
-    offcoord_agents.train("ibc", ds, steps=10, config={**SMALL, "checkpoint_every": 5}, out=tmp_path, progress=False)
+    config = {**SMALL, "checkpoint_every": 5}
+    offcoord_agents.train("ibc", ds, steps=10, config=config, out=tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["meta"]["data_sha256"] == ds.digest()
-    rebuilt = _with_rewards(ds, np.array(ds.rewards) * 0.5)
+    offcoord_agents.train("ibc", _copy(ds), steps=10, config=config, out=tmp_path, progress=False)  # the same data resumes
     with pytest.raises(ValueError, match="other data.*--no-resume"):
-        offcoord_agents.train("ibc", rebuilt, steps=10, config={**SMALL, "checkpoint_every": 5}, out=tmp_path, progress=False)
+        offcoord_agents.train("ibc", _rebuilt(ds), steps=10, config=config, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different run"):  # another seed as well: not blamed on the data
+        offcoord_agents.train("ibc", _rebuilt(ds), seed=3, steps=10, config=config, out=tmp_path, progress=False)
     del ckpt["meta"]["data_sha256"]  # written by an earlier version
     ckpt["evals"] = [{**e, "mark": 1} for e in ckpt["evals"]]
     torch.save(ckpt, tmp_path / "checkpoint.pt")
-    policy = offcoord_agents.train("ibc", ds, steps=10, config={**SMALL, "checkpoint_every": 5}, out=tmp_path, progress=False)
+    policy = offcoord_agents.train("ibc", ds, steps=10, config=config, out=tmp_path, progress=False)
     assert policy.meta["evals"] == ckpt["evals"]  # resumed from the checkpoint, not started over
 
 
@@ -263,4 +279,6 @@ def test_time_limit_stops_with_a_final_evaluation(tiny_datasets, tmp_path):
                                 out=tmp_path / "cpu", progress=False)
     assert [e["step"] for e in cpu.meta["evals"]] == [1]
     results = json.loads((tmp_path / "cpu" / "results.json").read_text())
-    assert results["stopped_by_time_limit"] is True and results["train_cpu_seconds_this_session"] > 0
+    assert results["stopped_by_time_limit"] is True and results["time_limit_reached"] == "cpu_time"
+    assert results["train_cpu_seconds_this_session"] > 0
+    assert json.loads((tmp_path / "results.json").read_text())["time_limit_reached"] == "wall_clock"

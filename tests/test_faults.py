@@ -30,6 +30,8 @@ from offcoord.data.generate import generate
 from offcoord.data.store import read_manifest, verify_store
 from offcoord.fileio import CorruptedFileError, atomic_write_bytes, read_json
 
+from helpers import TIMING
+
 CARD = """
 format_version = 1
 id = "coordination-faults"
@@ -333,14 +335,11 @@ def _check_run_dir_is_whole(out: Path) -> None:
             assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
 
 
-_TIMING = ("train_seconds_this_session", "train_cpu_seconds_this_session")  # the only fields that may differ
-
-
 def _same_run(a: Path, b: Path) -> None:
     from offcoord_agents.core import read_results
 
     ra, rb = read_results(a), read_results(b)
-    for timing in _TIMING:
+    for timing in TIMING:
         ra.pop(timing)
         rb.pop(timing)
     assert ra == rb  # the same evaluations, config, versions
@@ -435,7 +434,7 @@ def _comparable(run_dir: Path) -> dict:
     from offcoord_agents.core import read_results
 
     results = read_results(run_dir)
-    for timing in _TIMING:
+    for timing in TIMING:
         results.pop(timing)
     return results
 
@@ -530,6 +529,19 @@ def test_every_bit_flip_in_the_zip_directory_is_caught_or_harmless(tmp_path):
             else:
                 assert _equal(loaded, clean), f"a flip of bit {bit} at byte {pos} loaded silently as different content"
     assert caught > 0.9 * 3 * (len(original) - start)
+    # The case the CRCs miss: the MS-DOS "directory" attribute set on a tensor's record makes torch
+    # read that tensor as other bytes, while every record still passes its CRC-32.
+    entry = original.find(b"PK\x01\x02")
+    while original[entry + 46:entry + 46 + 13] != b"archive/data/":
+        entry = original.find(b"PK\x01\x02", entry + 1)
+    damaged = bytearray(original)
+    damaged[entry + 38] |= 0x10
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptedFileError, match="sha256 sealed"):
+        safe_torch_load(path, "test file", "fix")
+    path.write_bytes(original + b"\0" * 8)  # bytes appended after the seal
+    with pytest.raises(CorruptedFileError, match="bytes after its sealed sha256"):
+        safe_torch_load(path, "test file", "fix")
     torch.save(clean, path)  # a file written before the seal existed: CRC checks only
     assert _equal(safe_torch_load(path, "test file", "fix"), clean)
 

@@ -117,7 +117,7 @@ def test_smoke_tier_of_the_continuous_tables_runs_end_to_end(cache, tmp_path, ta
 def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path):
     """``reproduce`` skips a finished run only if its recorded data digest is the store's now."""
     from offcoord_agents.core import read_results, write_results
-    from offcoord_agents.reproduce import Run, check_finished_data
+    from offcoord_agents.reproduce import Run, check_finished_data, run_all
 
     run = Run("coordination", "ibc", "coordination-favorable", 0, {"steps": 5, "dataset_size": 200, "eval_episodes": 2})
     out = tmp_path / "out"
@@ -126,6 +126,7 @@ def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path)
     done = read_results(run.directory(out))
     write_results(run.directory(out), {**done, "data_sha256": "0" * 64})  # as if the store was rebuilt since
     with pytest.raises(ValueError, match=f"finished on other data.*rm -r {run.directory(out)}"):
-        check_finished_data([run], out)
+        run_all([run, Run("coordination", "ibc", "coordination-favorable", 1, run.config)], out)  # before any training
+    assert not Run("coordination", "ibc", "coordination-favorable", 1, run.config).directory(out).exists()
     write_results(run.directory(out), {k: v for k, v in done.items() if k != "data_sha256"})  # an earlier version's run
     check_finished_data([run], out)

@@ -14,13 +14,13 @@ pytest.importorskip("ray")
 from offcoord_agents.cli import main  # noqa: E402
 from offcoord_agents.reproduce import plan, ray_runtime_env  # noqa: E402
 
-# Facts about the machine or the session, not the run: they may differ between two equal runs.
-_TIMING = ("train_seconds_this_session", "train_cpu_seconds_this_session")
+from helpers import TIMING  # noqa: E402
+
 
 
 def _comparable(path: Path) -> dict:
     results = json.loads(path.read_text())
-    for key in _TIMING:
+    for key in TIMING:
         results.pop(key, None)
     return results
 

@@ -12,7 +12,9 @@ from offcoord.data.cards import Card
 from offcoord.envs.base import JointLayout, ObservationView
 from offcoord.fileio import json_bytes, sha256_bytes
 
-_COLUMN_ATTRIBUTES = ("states", "next_states", "rewards", "terminations", "truncations", "episode_starts")
+# The store's column names (besides extra_<name>) and the attribute each is read through.
+_COLUMNS = {"states": "states", "next_states": "next_states", "actions": "joint_actions", "rewards": "rewards",
+            "terminations": "terminations", "truncations": "truncations", "episode_starts": "episode_starts"}
 
 
 class _LazyAgentArrays(Mapping):
@@ -143,24 +145,26 @@ class Dataset:
 
     def column(self, name: str) -> np.ndarray:
         """A stored column by its name in the store (``states``, ``actions``, ``extra_<name>``, ...)."""
-        if name == "actions":
-            return self.joint_actions
-        if name.startswith("extra_"):
+        if name in _COLUMNS:
+            return getattr(self, _COLUMNS[name])
+        if name.startswith("extra_") and name[len("extra_"):] in self.extras:
             return self.extras[name[len("extra_"):]]
-        if name not in _COLUMN_ATTRIBUTES:
-            raise KeyError(f"{self.id} has no column {name!r}; it has {sorted(self.column_names)}")
-        return getattr(self, name)
+        raise KeyError(f"{self.id} has no column {name!r}; it has {list(self.column_names)}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return (*_COLUMN_ATTRIBUTES[:2], "actions", *_COLUMN_ATTRIBUTES[2:], *(f"extra_{k}" for k in sorted(self.extras)))
+        return (*_COLUMNS, *(f"extra_{k}" for k in sorted(self.extras)))
 
     def digest(self, columns: "tuple[str, ...] | list[str] | None" = None) -> str:
         """A sha256 that changes whenever the data changes: of the named columns (default: all), in
-        that order, from the store's manifest (no reading of the data), else from their bytes.
+        that order.
 
+        For a stored dataset it is computed from the column files' sha256 in the store's manifest
+        (nothing is read). A dataset built in memory without a manifest is hashed from its arrays'
+        bytes instead, which gives another value for the same data: compare digests of the same kind.
         The card's hash does not do this job: a store rebuilt by another generator, or from retrained
-        behavior weights, has the same card. Runs and world-model fits record this digest to tell."""
+        behavior weights, has the same card. Runs and world-model fits record this digest to tell.
+        """
         names = tuple(columns) if columns is not None else tuple(sorted(self.column_names))
         recorded = self.manifest.get("columns", {})
         if all("sha256" in recorded.get(name, {}) for name in names):
