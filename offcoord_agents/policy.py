@@ -186,8 +186,8 @@ _END_OF_CENTRAL_DIRECTORY = b"PK\x05\x06"
 
 def seal(data: bytes) -> bytes:
     """Put the sha256 of the zip file into its (empty) comment. The per-record CRC-32s miss damage
-    to the zip's own directory: a flipped bit in a record's offset or size can make torch read other
-    bytes for a tensor while every CRC still passes."""
+    to the zip's own directory: a flipped bit in a record's attributes (the MS-DOS directory flag)
+    makes torch read other bytes for that tensor while every CRC still passes."""
     if len(data) < 22 or data[-22:-18] != _END_OF_CENTRAL_DIRECTORY or data[-2:] != b"\0\0":
         return data  # not a plain zip ending without a comment: left as torch wrote it
     body = data[:-2] + _SEAL_LEN.to_bytes(2, "little")
@@ -202,9 +202,10 @@ def check_torch_file(data: bytes) -> None:
     end = data.rfind(_END_OF_CENTRAL_DIRECTORY, max(0, len(data) - 22 - 0xFFFF))
     if end >= 0 and (int.from_bytes(data[end + 20:end + 22], "little") == _SEAL_LEN
                      or data[end + 22:end + 22 + len(_SEAL)] == _SEAL):  # a sealed file
-        if len(data) != end + 22 + _SEAL_LEN:
-            raise ValueError(f"the file has {len(data) - end - 22 - _SEAL_LEN:+d} bytes after its sealed sha256 "
-                             f"(cut short, or bytes appended)")
+        extra = len(data) - (end + 22 + _SEAL_LEN)
+        if extra:
+            raise ValueError(f"the file is truncated: its sealed sha256 is cut short by {-extra} bytes" if extra < 0
+                             else f"the file has {extra} bytes appended after its sealed sha256")
         if sha256_bytes(memoryview(data)[:-_SEAL_LEN]).encode() != data[-64:]:
             raise ValueError("the file does not match the sha256 sealed in its zip comment")
     with zipfile.ZipFile(io.BytesIO(data)) as z:
