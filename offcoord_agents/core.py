@@ -257,10 +257,8 @@ def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
 def same_run(saved: dict, current: dict, defaults: dict) -> bool:
     """Whether a checkpoint's run description matches this run's. A config field the checkpoint does
     not have (added to the algorithm since it was written) matches when this run leaves it at its
-    default, which keeps the earlier behavior, so adding an option does not orphan running runs.
-    Likewise a checkpoint written before runs recorded ``data_sha256`` is matched on the card alone."""
-    ignored = {"config"} | ({"data_sha256"} if "data_sha256" not in saved else set())
-    if {k: v for k, v in saved.items() if k not in ignored} != {k: v for k, v in current.items() if k not in ignored}:
+    default, which keeps the earlier behavior, so adding an option does not orphan running runs."""
+    if {k: v for k, v in saved.items() if k != "config"} != {k: v for k, v in current.items() if k != "config"}:
         return False
     config = current["config"]
     return set(saved["config"]) <= set(config) and all(
@@ -309,14 +307,16 @@ def run_training(
         if resume and ckpt_path.exists():
             ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path}), "
                                                             "then rerun the same command")
-            if not same_run(ckpt["meta"], run_meta, asdict(algo_cls.Config())):
-                ignoring_data = {k: v for k, v in ckpt["meta"].items() if k != "data_sha256"}
-                if "data_sha256" in ckpt["meta"] and same_run(ignoring_data, run_meta, asdict(algo_cls.Config())):
-                    raise ValueError(f"{out_dir} holds a run on other data: {dataset_id}'s stored copy has changed since "
-                                     f"(rebuilt, or regenerated from retrained behaviors); pass --no-resume to start over "
-                                     f"on the current data, or choose another --out")
+            # The data is compared on its own: a checkpoint written before runs recorded
+            # ``data_sha256`` has only the card to go by, and a data change gets its own message.
+            saved = {k: v for k, v in ckpt["meta"].items() if k != "data_sha256"}
+            if not same_run(saved, {k: v for k, v in run_meta.items() if k != "data_sha256"}, asdict(algo_cls.Config())):
                 raise ValueError(f"{out_dir} holds a different run ({ckpt['meta']['algorithm']} on {ckpt['meta']['dataset']}, "
                                  f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
+            if ckpt["meta"].get("data_sha256", run_meta["data_sha256"]) != run_meta["data_sha256"]:
+                raise ValueError(f"{out_dir} holds a run on other data: {dataset_id}'s stored copy has changed since "
+                                 f"(rebuilt, or regenerated from retrained behaviors); pass --no-resume to start over "
+                                 f"on the current data, or choose another --out")
             algo.load_state_dict(ckpt["algo"])
             sampler.load_state_dict(ckpt["sampler"])
             torch.set_rng_state(ckpt["torch_rng"])
