@@ -173,7 +173,8 @@ def _copy(ds, rewards=None, manifest=None):
     columns = {name: ds.column(name) for name in ds.column_names}
     if rewards is not None:
         columns["rewards"] = rewards
-    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest if manifest is None else manifest)
+    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest if manifest is None else manifest,
+                            termination_rule=ds.termination_rule)
 
 
 def _rebuilt(ds):

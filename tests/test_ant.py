@@ -78,6 +78,7 @@ def test_states_rewards_and_ends_are_gymnasium_ant_v5(scale):
         assert all(o.tolist() == g_obs.astype(np.float32).tolist() for o in obs.values())  # fo view = state
         assert set(rew.values()) == {float(g_rew)}
         assert set(term.values()) == {g_term} and set(trunc.values()) == {g_trunc}
+        assert ours.termination_rule(ours.state()[None]).tolist() == [g_term]  # the rule world models use
         assert infos["agent_3"]["x_position"] == g_info["x_position"]
     assert g_term or g_trunc
     if scale == 0.3:

@@ -180,6 +180,40 @@ def test_truncation_fires_out_of_distribution_only(reacher_model):
     assert info["disagreement_cut"].mean() > 0.9 and trunc[info["disagreement_cut"]].all()
 
 
+def _with_termination_rule(ds, rule):
+    columns = {name: ds.column(name) for name in ds.column_names}
+    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest, termination_rule=rule)
+
+
+def test_rollouts_end_by_the_tasks_termination_rule_on_the_unclipped_prediction(reacher_model):
+    """The ant case: the policy jumps out of the healthy height, a rare event the learned head
+    misses, and the bounding box would clip the jump away. Here the rule is "outside the box"."""
+    ds, model = reacher_model
+    assert ds.termination_rule is offcoord.make(ds.env_id).termination_rule  # the environment's own
+    assert not ds.termination_rule(np.asarray(ds.states)).any()  # the reacher never terminates
+    high = model.state_high.numpy()
+    rule = lambda states: (states > high).any(-1)  # noqa: E731
+    boxed = _with_termination_rule(ds, rule)
+    far = np.asarray(ds.states[:64]) + 3.0 * np.asarray(ds.states).std(0)  # starts above the box
+    zeros = {a: np.zeros((64, 1), np.float32) for a in ds.agents}
+    env = WorldModelEnv(model, boxed, RolloutConfig(horizon=5, disagreement_threshold=1e9), num_envs=64, seed=0)
+    env.reset_batch(start_states=far)
+    _, _, term, trunc, info = env.step_batch(zeros)
+    assert term.mean() > 0.5 and not (term & trunc).any()
+    assert np.all(env.state_batch() <= high + 1e-6)  # clipped after the rule saw the prediction
+    _, _, term2, _, info2 = env.step_batch(zeros)
+    assert not term2[term].any() and not info2["active_before"][term].any()  # ended rollouts stay ended
+    with pytest.raises(ValueError, match="termination"):
+        RolloutConfig(termination="never")
+    learned = WorldModelEnv(model, boxed, RolloutConfig(horizon=5, disagreement_threshold=1e9, termination="learned"),
+                            num_envs=64, seed=0)
+    learned.reset_batch(start_states=far)
+    with torch.no_grad():
+        _, _, _, done_p = model.predict(torch.as_tensor(far, dtype=torch.float32), torch.zeros(64, model.joint_act_dim))
+    _, _, term, _, _ = learned.step_batch(zeros)
+    assert not term.any() and (done_p < 0.5).all()  # the head: the reacher's data never terminates
+
+
 def test_rollouts_clip_penalize_and_use_the_dataset_view(reacher_model):
     ds, model = reacher_model
     cfg = RolloutConfig(horizon=3, lambda_r=0.05, lambda_g=0.1)

@@ -91,7 +91,7 @@ def open_dataset(path: Path, card: Card, dataset_id: str, manifest: dict | None 
     env_id = card.datasets[dataset_id]
     env = make(env_id)
     columns = open_columns(path, card.id, manifest)
-    return Dataset(dataset_id, env_id, card, columns, env.layout, env.view, manifest, path)
+    return Dataset(dataset_id, env_id, card, columns, env.layout, env.view, manifest, path, env.termination_rule)
 
 
 def verify_dataset(dataset_id: str, *, size: int | None = None, root: Path | None = None) -> dict:

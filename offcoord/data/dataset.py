@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -91,6 +91,10 @@ class Dataset:
     Per-agent columns (``{agent: array}``, computed on first access through the environment's
     own view function): ``observations``, ``next_observations``; ``actions`` (the agent's columns
     of the joint action). ``sample`` computes views only for the sampled rows.
+
+    ``termination_rule`` is the environment's own (see ``OffcoordParallelEnv.termination_rule``):
+    a batch of global states -> which of them end an episode, or None where the task's termination
+    is not a function of the state. A world model applies it to the states it predicts.
     """
 
     def __init__(
@@ -103,12 +107,14 @@ class Dataset:
         view: ObservationView,
         manifest: Mapping[str, Any],
         path: Path | None = None,
+        termination_rule: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         self.id = id
         self.env_id = env_id
         self.card = card
         self.layout = layout
         self.view = view
+        self.termination_rule = termination_rule
         self.manifest = dict(manifest)
         self.path = path
         self.agents = tuple(layout.agents)

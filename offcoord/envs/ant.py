@@ -22,7 +22,9 @@ import numpy as np
 from offcoord.envs.base import JointLayout, ObservationView, OffcoordParallelEnv, box
 
 GYM_ID = "Ant-v5"
-GYM_KWARGS = MappingProxyType({"include_cfrc_ext_in_observation": False, "max_episode_steps": 1000})
+HEALTHY_Z_RANGE = (0.2, 1.0)  # Ant-v5's default, passed explicitly: ``unhealthy`` below is the same rule
+GYM_KWARGS = MappingProxyType({"include_cfrc_ext_in_observation": False, "max_episode_steps": 1000,
+                               "healthy_z_range": HEALTHY_Z_RANGE})
 MAX_EPISODE_STEPS = 1000
 AGENTS = ("agent_0", "agent_1", "agent_2", "agent_3")
 STATE_DIM = 27
@@ -99,6 +101,14 @@ PO_NAMES = {a: LEG_NAMES[a] + (TORSO_NAMES if a == "agent_0" else ()) for a in A
 PO_VIEW = ObservationView.of_columns("po", {a: _columns(PO_NAMES[a]) for a in AGENTS}, STATE_NAMES)
 
 VIEWS = {"fo": FO_VIEW, "po": PO_VIEW}
+
+
+def unhealthy(states: np.ndarray) -> np.ndarray:
+    """Ant-v5's termination rule on a batch of states ``(..., 27)``: torso z outside
+    ``HEALTHY_Z_RANGE`` or a non-finite entry (the environment's ``termination_rule``)."""
+    states = np.asarray(states)
+    z = states[..., 0]
+    return ~np.isfinite(states).all(-1) | (z < HEALTHY_Z_RANGE[0]) | (z > HEALTHY_Z_RANGE[1])
 _ACTION_SPACES = {a: box(2, -1.0, 1.0) for a in AGENTS}
 _STATE_SPACE = box(STATE_DIM)
 
@@ -150,6 +160,7 @@ class Ant4x2Env(OffcoordParallelEnv):
     metadata = {"name": "ant4x2_v0", "render_modes": ["rgb_array"], "render_fps": 20, "is_parallelizable": True}
     layout = LAYOUT
     max_episode_steps = MAX_EPISODE_STEPS
+    termination_rule = staticmethod(unhealthy)
 
     def __init__(self, observability: str = "po", render_mode: str | None = None):
         if observability not in VIEWS:

@@ -144,6 +144,11 @@ class ObservationView:
         return {a: obs[0] for a, obs in self(state[None]).items()}
 
 
+def never_terminates(states: np.ndarray) -> np.ndarray:
+    """The termination rule of a task whose episodes only end by time limit."""
+    return np.zeros(np.shape(states)[:-1], dtype=bool)
+
+
 def box(n: int, low: float = -np.inf, high: float = np.inf) -> spaces.Box:
     return spaces.Box(low=low, high=high, shape=(n,), dtype=np.float32)
 
@@ -160,6 +165,11 @@ class OffcoordParallelEnv(ParallelEnv):
     metadata: dict = {"render_modes": [], "is_parallelizable": True}
     layout: JointLayout
     view: ObservationView
+    # The task's own termination rule where it is a function of the state reached: a batch of
+    # global states (N, S) -> bool (N,), True where the episode terminates on reaching that state.
+    # None where it is not (the coordination game ends after its rounds). World models use it on
+    # their predicted states, as the dataset's views are used on them.
+    termination_rule: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __init__(self, render_mode: str | None = None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:

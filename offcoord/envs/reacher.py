@@ -23,7 +23,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from offcoord.envs.base import JointLayout, ObservationView, OffcoordParallelEnv, box
+from offcoord.envs.base import JointLayout, ObservationView, OffcoordParallelEnv, box, never_terminates
 
 AGENTS = ("agent_0", "agent_1")
 LAYOUT = JointLayout(agents=AGENTS, action_columns={"agent_0": (0,), "agent_1": (1,)}, joint_action_dim=2)
@@ -140,6 +140,7 @@ class Reacher2Env(OffcoordParallelEnv):
     metadata = {"name": "reacher2_v0", "render_modes": ["rgb_array"], "is_parallelizable": True, "render_fps": 50}
     layout = LAYOUT
     max_episode_steps = MAX_EPISODE_STEPS
+    termination_rule = staticmethod(never_terminates)
 
     @staticmethod
     def episode_strategies(states: np.ndarray, joint_actions: np.ndarray) -> dict[str, int]:
