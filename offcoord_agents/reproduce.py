@@ -16,10 +16,11 @@ existing cluster (``address``) or to a local Ray started with one CPU per core.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,11 +175,15 @@ def execute(run: Run, out: Path) -> dict:
     return read_results(directory)
 
 
-def check_finished_data(runs: list[Run], out: Path) -> None:
-    """Before anything starts: a finished run is skipped only if it trained on the data its dataset's
-    store holds now; otherwise a clear error names the run directory to delete. (A store that is not
-    in this machine's cache is not compared: the run's workers build or find it.)"""
+def check_finished_runs(runs: list[Run], out: Path) -> None:
+    """Before anything starts: a finished run is skipped only if it ran the configuration the table
+    asks for now (the tier's budget on the algorithm's current defaults) and trained on the data its
+    dataset's store holds now; otherwise a clear error names the run directory to delete. (A store
+    that is not in this machine's cache is not compared: the run's workers build or find it.)"""
     import offcoord
+
+    from offcoord_agents.core import absent_values, config_differences, make_config
+    from offcoord_agents.registry import algorithm_class
 
     digests: dict[tuple, str | None] = {}
     for run in runs:
@@ -186,6 +191,14 @@ def check_finished_data(runs: list[Run], out: Path) -> None:
         if not (directory / "results.json").exists():
             continue
         done = _read_results(directory)
+        algo_cls = algorithm_class(run.algorithm)
+        as_recorded = lambda d: json.loads(json.dumps(d))  # noqa: E731  (results.json holds tuples as lists)
+        wanted = as_recorded(asdict(make_config(algo_cls, run.config)))
+        changed = config_differences(done["config"], wanted, as_recorded(absent_values(algo_cls)))
+        if changed:
+            raise ValueError(f"{directory} finished with another configuration ({', '.join(changed)} differ: the "
+                             f"tier's budget or {run.algorithm}'s defaults changed since); rm -r {directory} and rerun "
+                             f"the same command to train it as the table asks now")
         if "data_sha256" not in done:  # written before runs recorded their data: only the card can be compared
             continue
         key = (done["dataset"], done["config"].get("dataset_size"))
@@ -255,7 +268,7 @@ def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | N
     out = Path(out)
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; choose local or ray")
-    check_finished_data(runs, out)
+    check_finished_runs(runs, out)
     if backend == "local":
         return _run_local(runs, out, workers, log)
     return _run_ray(runs, out, workers, address, log)

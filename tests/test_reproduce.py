@@ -117,16 +117,39 @@ def test_smoke_tier_of_the_continuous_tables_runs_end_to_end(cache, tmp_path, ta
 def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path):
     """``reproduce`` skips a finished run only if its recorded data digest is the store's now."""
     from offcoord_agents.core import read_results, write_results
-    from offcoord_agents.reproduce import Run, check_finished_data, run_all
+    from offcoord_agents.reproduce import Run, check_finished_runs, run_all
 
     run = Run("coordination", "ibc", "coordination-favorable", 0, {"steps": 5, "dataset_size": 200, "eval_episodes": 2})
     out = tmp_path / "out"
     offcoord_agents.train(run.algorithm, run.dataset, seed=0, config=run.config, out=run.directory(out), progress=False)
-    check_finished_data([run], out)  # the same data: skipped
+    check_finished_runs([run], out)  # the same data: skipped
     done = read_results(run.directory(out))
     write_results(run.directory(out), {**done, "data_sha256": "0" * 64})  # as if the store was rebuilt since
     with pytest.raises(ValueError, match=f"finished on other data.*rm -r {run.directory(out)}"):
         run_all([run, Run("coordination", "ibc", "coordination-favorable", 1, run.config)], out)  # before any training
     assert not Run("coordination", "ibc", "coordination-favorable", 1, run.config).directory(out).exists()
     write_results(run.directory(out), {k: v for k, v in done.items() if k != "data_sha256"})  # an earlier version's run
-    check_finished_data([run], out)
+    check_finished_runs([run], out)
+
+
+def test_a_finished_run_from_before_a_default_changed_is_not_skipped_silently(cache, tmp_path):
+    """``reproduce`` skips a finished run only if it ran the configuration the table asks for now: a
+    run recorded without a field whose default changed the algorithm (``earlier_values``) ran the
+    earlier behavior, and one with another budget is another run."""
+    from offcoord_agents.core import read_results, write_results
+    from offcoord_agents.reproduce import Run, check_finished_runs
+
+    run = Run("coordination", "momappo", "coordination-favorable", 0,
+              {"steps": 2, "dataset_size": 200, "eval_episodes": 2, "wm_max_steps": 50, "wm_eval_every": 25, "horizon": 1})
+    out = tmp_path / "out"
+    offcoord_agents.train(run.algorithm, run.dataset, seed=0, config=run.config, out=run.directory(out), progress=False)
+    check_finished_runs([run], out)  # as asked: skipped
+    done = read_results(run.directory(out))
+    older = {k: v for k, v in done["config"].items() if k != "value_normalization"}
+    write_results(run.directory(out), {**done, "config": older})
+    with pytest.raises(ValueError, match=f"value_normalization differ.*rm -r {run.directory(out)}"):
+        check_finished_runs([run], out)
+    write_results(run.directory(out), {**done, "config": {k: v for k, v in done["config"].items() if k != "memory"}})
+    check_finished_runs([run], out)  # a field added with its earlier behavior as default: still the same run
+    with pytest.raises(ValueError, match="steps differ"):
+        check_finished_runs([Run(run.table, run.algorithm, run.dataset, 0, {**run.config, "steps": 3})], out)

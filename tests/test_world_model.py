@@ -336,3 +336,23 @@ def test_momappo_memory_is_the_same_in_rollouts_and_at_execution(tiny_datasets, 
         MOMAPPO(TaskSpec.from_dataset(tiny_datasets["coordination-game"]), MOMAPPOConfig(memory=1), torch.device("cpu"))
     with pytest.raises(ValueError, match="memory must be >= 0"):
         MOMAPPO(spec, MOMAPPOConfig(memory=-1), torch.device("cpu"))
+
+
+def test_value_norm_tracks_its_targets_and_inverts():
+    """MOMA-PPO's critic learns standardized values: the statistics are the targets' (debiased from
+    the first update on) and normalize/denormalize are inverse, so GAE sees reward units."""
+    from offcoord_agents.algos.momappo import ValueNorm
+
+    norm = ValueNorm()
+    torch.manual_seed(0)
+    first = 300.0 + 20.0 * torch.randn(4096)  # a running ant's returns
+    norm.update(first)
+    mean, var = norm.stats()
+    assert mean.item() == pytest.approx(first.mean().item(), rel=1e-4)
+    assert var.sqrt().item() == pytest.approx(first.std().item(), rel=1e-2)
+    z = norm.normalize(first)
+    assert abs(z.mean().item()) < 1e-2 and z.std().item() == pytest.approx(1.0, rel=1e-2)
+    assert torch.allclose(norm.denormalize(z), first, rtol=1e-5)
+    for _ in range(10):
+        norm.update(-5.0 + torch.randn(4096))  # later targets move the statistics
+    assert norm.stats()[0].item() < first.mean().item()

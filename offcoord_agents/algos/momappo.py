@@ -7,7 +7,8 @@
    uncertainty-penalized reward), and update the team with multi-agent PPO — decentralized
    Gaussian (or categorical) actors on each agent's own observation, one centralized critic on
    the global state, GAE, clipped surrogate and value losses, advantage normalization, and an
-   entropy bonus whose weight adapts toward a target entropy.
+   entropy bonus whose weight adapts toward a target entropy. As in MAPPO, the critic learns
+   normalized values (running statistics of its targets), so its clip means the same on every task.
 
 The agents meet each other through the model, which is what lets them agree on one strategy and
 improve on the data together. One training "step" of this module is one PPO iteration.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -48,6 +50,42 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # the PO settings: an agent that does not see its partner can infer some of it from its own
     # recent motion. Synthetic rollouts start with the dataset's real preceding steps as memory.
     memory: int = 0
+    # MAPPO's ValueNorm: the critic predicts values standardized by running statistics of its
+    # targets, and the value clip applies in those units. Without it the clip (0.2 per iteration)
+    # holds a critic whose returns are in the hundreds (the running ant) far from them for hundreds
+    # of iterations. False: raw values, as before this option existed.
+    value_normalization: bool = True
+    earlier_values: ClassVar[dict[str, Any]] = {"value_normalization": False, "termination": "learned"}
+
+
+class ValueNorm(torch.nn.Module):
+    """Running mean and variance of the critic's targets, debiased (MAPPO's ``ValueNorm``)."""
+
+    def __init__(self, beta: float = 0.99999, epsilon: float = 1e-5):
+        super().__init__()
+        self.beta, self.epsilon = beta, epsilon
+        for name in ("running_mean", "running_mean_sq", "debiasing_term"):
+            self.register_buffer(name, torch.zeros(()))
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.debiasing_term.clamp_min(self.epsilon)
+        mean, mean_sq = self.running_mean / d, self.running_mean_sq / d
+        return mean, (mean_sq - mean**2).clamp_min(1e-2)
+
+    @torch.no_grad()
+    def update(self, targets: torch.Tensor) -> None:
+        b = self.beta
+        self.running_mean.mul_(b).add_(targets.mean() * (1 - b))
+        self.running_mean_sq.mul_(b).add_((targets**2).mean() * (1 - b))
+        self.debiasing_term.mul_(b).add_(1 - b)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = self.stats()
+        return (x - mean) / var.sqrt()
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, var = self.stats()
+        return x * var.sqrt() + mean
 
 
 class MOMAPPO(Algorithm):
@@ -65,6 +103,7 @@ class MOMAPPO(Algorithm):
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
         self.actor = actor_cls(A, O + config.memory * (O + U), U, config.hidden).to(device)
         self.critic = StackedMLP(1, spec.state_dim, 1, config.hidden).to(device)
+        self.value_norm = ValueNorm().to(device) if config.value_normalization else None
         self.log_entropy_coef = torch.nn.Parameter(torch.tensor(math.log(config.initial_entropy_coef)))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
@@ -93,6 +132,9 @@ class MOMAPPO(Algorithm):
         self.env.generator.set_state(state["rollout_generator"])
         with torch.no_grad():
             self.log_entropy_coef.copy_(state["log_entropy_coef"])
+
+    def to_reward_units(self, critic_out: torch.Tensor) -> torch.Tensor:
+        return self.value_norm.denormalize(critic_out) if self.value_norm is not None else critic_out
 
     # ------------------------------------------------------------------ acting
     def _dist_stats(self, obs: torch.Tensor, actions: torch.Tensor | None = None):
@@ -163,8 +205,9 @@ class MOMAPPO(Algorithm):
                 break
         steps = len(buf["rewards"])
         stacked = {k: torch.stack(v) for k, v in buf.items()}  # (T, ...)
-        values = self.critic(stacked["states"].reshape(1, -1, spec.state_dim)).view(steps, N)
-        next_values = self.critic(stacked["next_states"].reshape(1, -1, spec.state_dim)).view(steps, N)
+        critic_out = self.critic(stacked["states"].reshape(1, -1, spec.state_dim)).view(steps, N)
+        values = self.to_reward_units(critic_out)
+        next_values = self.to_reward_units(self.critic(stacked["next_states"].reshape(1, -1, spec.state_dim)).view(steps, N))
         advantages = torch.zeros(steps, N)
         gae = torch.zeros(N)
         gamma, lam = self.config.gamma, self.config.gae_lambda
@@ -184,7 +227,7 @@ class MOMAPPO(Algorithm):
             "states": flat(stacked["states"]),
             "advantages": flat(advantages),
             "returns": flat(returns),
-            "values": flat(values),
+            "critic_out": flat(critic_out),  # the critic's own units: the value clip's reference
         }
         stats = {"synthetic_reward": float(np.concatenate(raw).mean()) if raw else 0.0,
                  "penalized_reward": float(stacked["rewards"].reshape(-1)[valid].mean()),
@@ -214,9 +257,11 @@ class MOMAPPO(Algorithm):
                 optimize(self.actor_opt, actor_loss, self.actor.parameters(), cfg.grad_clip)
 
                 v = self.critic(data["states"][idx].unsqueeze(0))[0, :, 0]
-                v_old = data["values"][idx]
+                v_old, ret = data["critic_out"][idx], data["returns"][idx]
+                if self.value_norm is not None:  # targets in the critic's units (MAPPO: update, then normalize)
+                    self.value_norm.update(ret)
+                    ret = self.value_norm.normalize(ret)
                 v_clipped = v_old + (v - v_old).clamp(-cfg.clip, cfg.clip)
-                ret = data["returns"][idx]
                 value_loss = 0.5 * torch.max((v - ret) ** 2, (v_clipped - ret) ** 2).mean()
                 optimize(self.critic_opt, value_loss, self.critic.parameters(), cfg.grad_clip)
 
