@@ -48,10 +48,6 @@ class TrainConfig:
     time_limit_seconds: float | None = None  # stop (with a final evaluation) once training has run this long; for equal-wall-clock comparisons
     cpu_time_limit_seconds: float | None = None  # the same in this process's CPU time (all its threads): equal-compute comparisons on a loaded machine
     dataset_size: int | None = None  # train on a smaller variant of the dataset (offcoord.load_dataset(id, size=...)); None = the card's size
-    # Fields added after runs existed whose default changes what the algorithm does, each with the
-    # value that does what it did before: a checkpoint written without the field is compared as
-    # having that value, so it resumes only into a run that asks for the earlier behavior.
-    earlier_values: ClassVar[dict[str, Any]] = {}
 
 
 def pick_threads() -> int:
@@ -258,25 +254,19 @@ def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
     return config
 
 
-def absent_values(algo_cls) -> dict[str, Any]:
-    """What a recorded config that lacks a field ran with: the field's default where that keeps the
-    earlier behavior (adding an option does not orphan running runs), else the value that does
-    (``TrainConfig.earlier_values``)."""
-    return {**asdict(algo_cls.Config()), **algo_cls.Config.earlier_values}
-
-
-def config_differences(saved: dict, config: dict, absent: dict) -> list[str]:
-    """The fields where a recorded config (a checkpoint's, a finished run's) differs from ``config``,
-    a field the record lacks counting as ``absent[field]`` (:func:`absent_values`)."""
+def config_differences(saved: dict, config: dict, defaults: dict) -> list[str]:
+    """The fields where a recorded config (a checkpoint's, a finished run's) differs from ``config``.
+    A field the record lacks (added to the algorithm since) counts as its default: a new option's
+    default keeps the earlier behavior, so adding one does not orphan running or finished runs."""
     gone = sorted(set(saved) - set(config))  # fields this version no longer has
-    return gone + [k for k, v in config.items() if saved.get(k, absent.get(k)) != v]
+    return gone + [k for k, v in config.items() if saved.get(k, defaults.get(k)) != v]
 
 
-def same_run(saved: dict, current: dict, absent: dict) -> bool:
+def same_run(saved: dict, current: dict, defaults: dict) -> bool:
     """Whether a checkpoint's run description matches this run's (see :func:`config_differences`)."""
     if {k: v for k, v in saved.items() if k != "config"} != {k: v for k, v in current.items() if k != "config"}:
         return False
-    return not config_differences(saved["config"], current["config"], absent)
+    return not config_differences(saved["config"], current["config"], defaults)
 
 
 def run_training(
@@ -324,7 +314,7 @@ def run_training(
             # The data is compared on its own: a checkpoint written before runs recorded
             # ``data_sha256`` has only the card to go by, and a data change gets its own message.
             saved = {k: v for k, v in ckpt["meta"].items() if k != "data_sha256"}
-            if not same_run(saved, {k: v for k, v in run_meta.items() if k != "data_sha256"}, absent_values(algo_cls)):
+            if not same_run(saved, {k: v for k, v in run_meta.items() if k != "data_sha256"}, asdict(algo_cls.Config())):
                 raise ValueError(f"{out_dir} holds a different run ({ckpt['meta']['algorithm']} on {ckpt['meta']['dataset']}, "
                                  f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
             if ckpt["meta"].get("data_sha256", run_meta["data_sha256"]) != run_meta["data_sha256"]:

@@ -182,7 +182,7 @@ def check_finished_runs(runs: list[Run], out: Path) -> None:
     that is not in this machine's cache is not compared: the run's workers build or find it.)"""
     import offcoord
 
-    from offcoord_agents.core import absent_values, config_differences, make_config
+    from offcoord_agents.core import config_differences, make_config
     from offcoord_agents.registry import algorithm_class
 
     digests: dict[tuple, str | None] = {}
@@ -194,7 +194,7 @@ def check_finished_runs(runs: list[Run], out: Path) -> None:
         algo_cls = algorithm_class(run.algorithm)
         as_recorded = lambda d: json.loads(json.dumps(d))  # noqa: E731  (results.json holds tuples as lists)
         wanted = as_recorded(asdict(make_config(algo_cls, run.config)))
-        changed = config_differences(done["config"], wanted, as_recorded(absent_values(algo_cls)))
+        changed = config_differences(done["config"], wanted, as_recorded(asdict(algo_cls.Config())))
         if changed:
             raise ValueError(f"{directory} finished with another configuration ({', '.join(changed)} differ: the "
                              f"tier's budget or {run.algorithm}'s defaults changed since); rm -r {directory} and rerun "

@@ -238,24 +238,6 @@ def test_a_config_field_added_later_keeps_running_runs_resumable():
 
 
 
-def test_a_checkpoint_from_before_a_behavior_changing_default_does_not_resume_into_it():
-    """MOMA-PPO's value normalization and the task's termination rule became defaults after runs
-    existed: a checkpoint without those fields ran without them, so it must not resume into a run
-    with them (``earlier_values``), and it still resumes into one that asks for the earlier behavior."""
-    from dataclasses import asdict
-
-    from offcoord_agents.algos.momappo import MOMAPPOConfig
-    from offcoord_agents.core import same_run
-
-    absent = {**asdict(MOMAPPOConfig()), **MOMAPPOConfig.earlier_values}
-    old = {k: v for k, v in asdict(MOMAPPOConfig()).items() if k not in ("value_normalization", "termination")}
-    saved = {"algorithm": "momappo", "seed": 0, "config": old}
-    now = {"algorithm": "momappo", "seed": 0, "config": asdict(MOMAPPOConfig())}
-    assert not same_run(saved, now, absent)
-    before = {**now, "config": {**now["config"], "value_normalization": False, "termination": "learned"}}
-    assert same_run(saved, before, absent)
-
-
 def test_cli_train_and_evaluate(tiny_datasets, tmp_path, cache, capsys):
     from offcoord_agents.cli import main
 

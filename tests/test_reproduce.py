@@ -132,10 +132,10 @@ def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path)
     check_finished_runs([run], out)
 
 
-def test_a_finished_run_from_before_a_default_changed_is_not_skipped_silently(cache, tmp_path):
-    """``reproduce`` skips a finished run only if it ran the configuration the table asks for now: a
-    run recorded without a field whose default changed the algorithm (``earlier_values``) ran the
-    earlier behavior, and one with another budget is another run."""
+def test_a_finished_run_with_another_config_is_not_skipped_silently(cache, tmp_path):
+    """``reproduce`` skips a finished run only if it ran the configuration the table asks for now
+    (another tier budget, or an option the run set otherwise); a field the record lacks (added to
+    the algorithm since) counts as its default, which keeps the earlier behavior."""
     from offcoord_agents.core import read_results, write_results
     from offcoord_agents.reproduce import Run, check_finished_runs
 
@@ -145,11 +145,10 @@ def test_a_finished_run_from_before_a_default_changed_is_not_skipped_silently(ca
     offcoord_agents.train(run.algorithm, run.dataset, seed=0, config=run.config, out=run.directory(out), progress=False)
     check_finished_runs([run], out)  # as asked: skipped
     done = read_results(run.directory(out))
-    older = {k: v for k, v in done["config"].items() if k != "value_normalization"}
-    write_results(run.directory(out), {**done, "config": older})
+    write_results(run.directory(out), {**done, "config": {**done["config"], "value_normalization": True}})
     with pytest.raises(ValueError, match=f"value_normalization differ.*rm -r {run.directory(out)}"):
         check_finished_runs([run], out)
     write_results(run.directory(out), {**done, "config": {k: v for k, v in done["config"].items() if k != "memory"}})
-    check_finished_runs([run], out)  # a field added with its earlier behavior as default: still the same run
+    check_finished_runs([run], out)  # written before `memory` existed: the same run
     with pytest.raises(ValueError, match="steps differ"):
         check_finished_runs([Run(run.table, run.algorithm, run.dataset, 0, {**run.config, "steps": 3})], out)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -42,7 +41,6 @@ from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
 @dataclass
 class MAIQLFTConfig(MAIQLConfig, ModelBasedOptions):  # world-model and rollout fields: ModelBasedOptions, as momappo
-    earlier_values: ClassVar[dict[str, Any]] = {"termination": "learned"}
     # fine-tuning schedule
     pretrain_fraction: float = 0.5  # share of `steps` that are plain MA-IQL on the dataset before fine-tuning starts
     rollout_every: int = 1_000  # fine-tuning steps between rounds of synthetic rollouts (the first fine-tuning step starts one)
