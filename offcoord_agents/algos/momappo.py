@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
-from offcoord_agents.data import TaskSpec, stack_agents
+from offcoord_agents.data import BatchSampler, TaskSpec, stack_agents
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
@@ -56,6 +56,10 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # iterations 100-500: 0.904, 0.951, 0.948, 0.963, 0.947 against 0.928, 0.944, 0.940, 0.985,
     # 1.006 without it), and on the ant it did not change the outcome (docs/results.md).
     value_normalization: bool = False
+    # Minibatches of behavior cloning (IBC's loss: each agent's likelihood of its own data actions)
+    # before the first PPO iteration, so the actors start where the world model is trustworthy.
+    # 0: the paper's randomly initialized actors. Not with ``memory``.
+    bc_init_steps: int = 0
 
 
 class ValueNorm(torch.nn.Module):
@@ -98,6 +102,8 @@ class MOMAPPO(Algorithm):
         A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
         if config.memory < 0:
             raise ValueError(f"memory must be >= 0 steps, got {config.memory}")
+        if config.memory and config.bc_init_steps:
+            raise ValueError("bc_init_steps clones single observations; it cannot be combined with memory")
         if config.memory and spec.discrete:
             raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
@@ -235,8 +241,18 @@ class MOMAPPO(Algorithm):
         return batch, stats
 
     # ------------------------------------------------------------------ learning
+    def behavior_clone(self, steps: int) -> float:
+        """Fit the actors to the dataset's actions by maximum likelihood; returns the last loss."""
+        sampler = BatchSampler(self.dataset, self.spec, self.config.batch_size, int(torch.initial_seed()) % 2**31, self.device)
+        for _ in range(steps):
+            batch = sampler.sample()
+            loss = -self.actor.log_prob(batch.obs, batch.actions, self.act_mask).mean(1).sum()
+            optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
+        return loss.item()
+
     def update(self, batch, step: int) -> dict[str, float]:
         cfg = self.config
+        bc = {"bc_loss": self.behavior_clone(cfg.bc_init_steps)} if step == 1 and cfg.bc_init_steps else {}
         data, stats = self.collect()
         n = len(data["returns"])
         adv = (data["advantages"] - data["advantages"].mean()) / (data["advantages"].std() + 1e-8)
@@ -270,7 +286,7 @@ class MOMAPPO(Algorithm):
                 self.entropy_opt.zero_grad(set_to_none=True)
                 entropy_loss.backward()
                 self.entropy_opt.step()
-        metrics.update(stats)
+        metrics.update(stats, **bc)
         metrics.update({"actor_loss": actor_loss.item(), "value_loss": value_loss.item(),
                         "entropy": entropy.mean().item(), "entropy_coef": self.log_entropy_coef.exp().item(),
                         "approx_kl": (data["logp"][idx].t() - logp).mean().item()})
