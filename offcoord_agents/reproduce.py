@@ -185,6 +185,9 @@ def check_finished_runs(runs: list[Run], out: Path) -> None:
     from offcoord_agents.core import config_differences, make_config
     from offcoord_agents.registry import algorithm_class
 
+    def as_recorded(config) -> dict:  # as results.json holds it: tuples become lists
+        return json.loads(json.dumps(asdict(config)))
+
     digests: dict[tuple, str | None] = {}
     for run in runs:
         directory = run.directory(out)
@@ -192,9 +195,8 @@ def check_finished_runs(runs: list[Run], out: Path) -> None:
             continue
         done = _read_results(directory)
         algo_cls = algorithm_class(run.algorithm)
-        as_recorded = lambda d: json.loads(json.dumps(d))  # noqa: E731  (results.json holds tuples as lists)
-        wanted = as_recorded(asdict(make_config(algo_cls, run.config)))
-        changed = config_differences(done["config"], wanted, as_recorded(asdict(algo_cls.Config())))
+        wanted = as_recorded(make_config(algo_cls, run.config))
+        changed = config_differences(done["config"], wanted, as_recorded(algo_cls.Config()))
         if changed:
             raise ValueError(f"{directory} finished with another configuration ({', '.join(changed)} differ: the "
                              f"tier's budget or {run.algorithm}'s defaults changed since); rm -r {directory} and rerun "

@@ -109,6 +109,8 @@ def unhealthy(states: np.ndarray) -> np.ndarray:
     states = np.asarray(states)
     z = states[..., 0]
     return ~np.isfinite(states).all(-1) | (z < HEALTHY_Z_RANGE[0]) | (z > HEALTHY_Z_RANGE[1])
+
+
 _ACTION_SPACES = {a: box(2, -1.0, 1.0) for a in AGENTS}
 _STATE_SPACE = box(STATE_DIM)
 

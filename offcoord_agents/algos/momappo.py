@@ -7,8 +7,8 @@
    uncertainty-penalized reward), and update the team with multi-agent PPO — decentralized
    Gaussian (or categorical) actors on each agent's own observation, one centralized critic on
    the global state, GAE, clipped surrogate and value losses, advantage normalization, and an
-   entropy bonus whose weight adapts toward a target entropy. As in MAPPO, the critic learns
-   normalized values (running statistics of its targets), so its clip means the same on every task.
+   entropy bonus whose weight adapts toward a target entropy (optionally, as in MAPPO, a critic
+   on values standardized by running statistics of its targets: ``value_normalization``).
 
 The agents meet each other through the model, which is what lets them agree on one strategy and
 improve on the data together. One training "step" of this module is one PPO iteration.
@@ -52,7 +52,7 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # MAPPO's ValueNorm: the critic predicts values standardized by running statistics of its
     # targets, and the value clip applies in those units (the clip of 0.2 per iteration otherwise
     # holds back a critic whose returns are in the hundreds, as a running ant's). Off by default:
-    # on reacher2-expert-leader-only it learned more slowly (seed 0, 20-episode evaluations at
+    # on reacher2-expert-leader-only it learned more slowly (seed 0, 10-episode evaluations at
     # iterations 100-500: 0.904, 0.951, 0.948, 0.963, 0.947 against 0.928, 0.944, 0.940, 0.985,
     # 1.006 without it), and on the ant it did not change the outcome (docs/results.md).
     value_normalization: bool = False
