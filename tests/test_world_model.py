@@ -340,19 +340,21 @@ def test_momappo_memory_is_the_same_in_rollouts_and_at_execution(tiny_datasets, 
 
 def test_momappo_bc_init_starts_the_actors_on_the_data(tiny_datasets, cache):
     """``bc_init_steps``: before the first PPO iteration the actors are fit to the data's actions
-    (each agent's own likelihood rises), deterministically from the run's seed; not with memory."""
+    (each agent's own likelihood rises), deterministically from the run's seed; ``bc_weight`` adds
+    the same loss to every PPO update; neither with memory."""
     from offcoord_agents.algos.momappo import MOMAPPO, MOMAPPOConfig
     from offcoord_agents.data import BatchSampler, TaskSpec
 
     ds = tiny_datasets["reacher2-leader-only"]
     spec = TaskSpec.from_dataset(ds)
-    with pytest.raises(ValueError, match="memory"):
-        MOMAPPO(spec, MOMAPPOConfig(memory=2, bc_init_steps=10), torch.device("cpu"))
+    for bc in ({"bc_init_steps": 10}, {"bc_weight": 0.5}):
+        with pytest.raises(ValueError, match="memory"):
+            MOMAPPO(spec, MOMAPPOConfig(memory=2, **bc), torch.device("cpu"))
     held = BatchSampler(ds, spec, 512, seed=99).sample()
 
-    def trained(bc_steps):
+    def trained(bc_steps, bc_weight=0.0):
         torch.manual_seed(0)
-        cfg = MOMAPPOConfig(bc_init_steps=bc_steps, rollouts=32, horizon=2, ppo_epochs=1, hidden=(32, 32),
+        cfg = MOMAPPOConfig(bc_init_steps=bc_steps, bc_weight=bc_weight, rollouts=32, horizon=2, ppo_epochs=1, hidden=(32, 32),
                             wm_hidden=(32, 32), wm_max_steps=100, wm_eval_every=50)
         algo = MOMAPPO(spec, cfg, torch.device("cpu"))
         algo.setup(ds)
@@ -366,6 +368,8 @@ def test_momappo_bc_init_starts_the_actors_on_the_data(tiny_datasets, cache):
     assert torch.equal(after, trained(300)[1])  # the same seed, the same clone
     _, no_bc, metrics = trained(0)
     assert (after > no_bc + 0.1).all() and "bc_loss" not in metrics  # (uniform-random data: a wide start is already close)
+    _, anchored, _ = trained(0, bc_weight=5.0)  # the loss inside every PPO update pulls the same way
+    assert (anchored > no_bc).all()
 
 
 def test_value_norm_tracks_its_targets_and_inverts():

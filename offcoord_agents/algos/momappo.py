@@ -60,6 +60,10 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # before the first PPO iteration, so the actors start where the world model is trustworthy.
     # 0: the paper's randomly initialized actors. Not with ``memory``.
     bc_init_steps: int = 0
+    # Weight of the same behavior-cloning loss, on a dataset minibatch, added to every PPO actor
+    # update (as TD3+BC anchors TD3): keeps the actors near the data where the model is trusted.
+    # 0: the paper's pure PPO.
+    bc_weight: float = 0.0
 
 
 class ValueNorm(torch.nn.Module):
@@ -102,8 +106,8 @@ class MOMAPPO(Algorithm):
         A, O, U = spec.n_agents, spec.max_obs_dim, spec.max_act_dim
         if config.memory < 0:
             raise ValueError(f"memory must be >= 0 steps, got {config.memory}")
-        if config.memory and config.bc_init_steps:
-            raise ValueError("bc_init_steps clones single observations; it cannot be combined with memory")
+        if config.memory and (config.bc_init_steps or config.bc_weight):
+            raise ValueError("bc_init_steps and bc_weight clone single observations; they cannot be combined with memory")
         if config.memory and spec.discrete:
             raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
@@ -128,14 +132,18 @@ class MOMAPPO(Algorithm):
         self.env = cfg.world_model_env(ds, workdir, num_envs=cfg.rollouts)
         self.world_model = self.env.model
         self.dataset = ds
+        # data minibatches for behavior cloning, reproducible from the run's seed (and checkpointed)
+        self.bc_sampler = BatchSampler(ds, self.spec, cfg.batch_size, int(torch.initial_seed()) % 2**31, self.device)
 
     def state_dict(self):
         return {**super().state_dict(), "rollout_generator": self.env.generator.get_state(),
-                "log_entropy_coef": self.log_entropy_coef.detach().clone()}
+                "log_entropy_coef": self.log_entropy_coef.detach().clone(), "bc_sampler": self.bc_sampler.state_dict()}
 
     def load_state_dict(self, state) -> None:
         super().load_state_dict(state)
         self.env.generator.set_state(state["rollout_generator"])
+        if "bc_sampler" in state:  # checkpoints from before behavior cloning existed never used it
+            self.bc_sampler.load_state_dict(state["bc_sampler"])
         with torch.no_grad():
             self.log_entropy_coef.copy_(state["log_entropy_coef"])
 
@@ -241,12 +249,15 @@ class MOMAPPO(Algorithm):
         return batch, stats
 
     # ------------------------------------------------------------------ learning
+    def bc_loss(self) -> torch.Tensor:
+        """IBC's loss on a dataset minibatch: minus each agent's log-likelihood of its own actions."""
+        batch = self.bc_sampler.sample()
+        return -self.actor.log_prob(batch.obs, batch.actions, self.act_mask).mean(1).sum()
+
     def behavior_clone(self, steps: int) -> float:
         """Fit the actors to the dataset's actions by maximum likelihood; returns the last loss."""
-        sampler = BatchSampler(self.dataset, self.spec, self.config.batch_size, int(torch.initial_seed()) % 2**31, self.device)
         for _ in range(steps):
-            batch = sampler.sample()
-            loss = -self.actor.log_prob(batch.obs, batch.actions, self.act_mask).mean(1).sum()
+            loss = self.bc_loss()
             optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
         return loss.item()
 
@@ -270,6 +281,8 @@ class MOMAPPO(Algorithm):
                 surrogate = torch.min(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a)
                 coef = self.log_entropy_coef.exp().detach()
                 actor_loss = -(surrogate.mean(1)).sum() - coef * entropy.mean(1).sum()
+                if cfg.bc_weight:
+                    actor_loss = actor_loss + cfg.bc_weight * self.bc_loss()
                 optimize(self.actor_opt, actor_loss, self.actor.parameters(), cfg.grad_clip)
 
                 v = self.critic(data["states"][idx].unsqueeze(0))[0, :, 0]
