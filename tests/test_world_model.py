@@ -341,7 +341,8 @@ def test_momappo_memory_is_the_same_in_rollouts_and_at_execution(tiny_datasets, 
 def test_momappo_bc_init_starts_the_actors_on_the_data(tiny_datasets, cache):
     """``bc_init_steps``: before the first PPO iteration the actors are fit to the data's actions
     (each agent's own likelihood rises), deterministically from the run's seed; ``bc_weight`` adds
-    the same loss to every PPO update; neither with memory."""
+    the same loss to every PPO update; neither with memory. (Also: an update with
+    ``value_normalization`` updates the critic's statistics, which are checkpointed.)"""
     from offcoord_agents.algos.momappo import MOMAPPO, MOMAPPOConfig
     from offcoord_agents.data import BatchSampler, TaskSpec
 
@@ -352,16 +353,16 @@ def test_momappo_bc_init_starts_the_actors_on_the_data(tiny_datasets, cache):
             MOMAPPO(spec, MOMAPPOConfig(memory=2, **bc), torch.device("cpu"))
     held = BatchSampler(ds, spec, 512, seed=99).sample()
 
-    def trained(bc_steps, bc_weight=0.0):
+    def trained(bc_steps, bc_weight=0.0, **options):
         torch.manual_seed(0)
-        cfg = MOMAPPOConfig(bc_init_steps=bc_steps, bc_weight=bc_weight, rollouts=32, horizon=2, ppo_epochs=1, hidden=(32, 32),
+        cfg = MOMAPPOConfig(bc_init_steps=bc_steps, bc_weight=bc_weight, **options, rollouts=32, horizon=2, ppo_epochs=1, hidden=(32, 32),
                             wm_hidden=(32, 32), wm_max_steps=100, wm_eval_every=50)
         algo = MOMAPPO(spec, cfg, torch.device("cpu"))
         algo.setup(ds)
         before = algo.actor.log_prob(held.obs, held.actions, algo.act_mask).mean(1)
         metrics = algo.update(None, step=1)
         with torch.no_grad():
-            return before, algo.actor.log_prob(held.obs, held.actions, algo.act_mask).mean(1), metrics
+            return before, algo.actor.log_prob(held.obs, held.actions, algo.act_mask).mean(1), {**metrics, "algo": algo}
 
     before, after, metrics = trained(300)
     assert (after > before + 0.2).all() and "bc_loss" in metrics  # every agent, on held-out rows
@@ -370,6 +371,9 @@ def test_momappo_bc_init_starts_the_actors_on_the_data(tiny_datasets, cache):
     assert (after > no_bc + 0.1).all() and "bc_loss" not in metrics  # (uniform-random data: a wide start is already close)
     _, anchored, _ = trained(0, bc_weight=5.0)  # the loss inside every PPO update pulls the same way
     assert (anchored > no_bc).all()
+    _, _, metrics = trained(0, value_normalization=True)  # the critic's statistics are updated and checkpointed
+    assert metrics["algo"].value_norm.debiasing_term > 0 and np.isfinite(metrics["value_loss"])
+    assert "value_norm" in metrics["algo"].state_dict()
 
 
 def test_value_norm_tracks_its_targets_and_inverts():
