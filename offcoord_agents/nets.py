@@ -147,6 +147,12 @@ class StackedDeterministicActor(nn.Module):
         return torch.tanh(self.net.member_forward(i, obs))
 
 
+def cloning_loss(actor: nn.Module, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Behavior cloning: minus each agent's mean log-likelihood of its own data actions, summed over
+    agents so they do not dilute each other (IBC's loss; MOMA-PPO's optional anchor to the data)."""
+    return -actor.log_prob(obs, actions, mask).mean(1).sum()
+
+
 class StackedGaussianActor(nn.Module):
     """Per-agent Gaussian actors with a tanh-bounded mean: ``N(tanh(mu_i(o_i)), sigma_i(o_i))``.
 

@@ -13,7 +13,7 @@ import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
 from offcoord_agents.data import TaskSpec, TorchBatch
-from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor
+from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, cloning_loss
 from offcoord_agents.policy import TeamPolicy
 
 
@@ -34,8 +34,7 @@ class IBC(Algorithm):
         self.act_mask = spec.act_mask().to(device)
 
     def update(self, batch: TorchBatch, step: int) -> dict[str, float]:
-        log_prob = self.actor.log_prob(batch.obs, batch.actions, self.act_mask)  # (agents, batch)
-        loss = -log_prob.mean(1).sum()  # each agent's own likelihood; summed so agents don't dilute each other
+        loss = cloning_loss(self.actor, batch.obs, batch.actions, self.act_mask)
         grad_norm = optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
         return {"bc_loss": loss.item(), "grad_norm": grad_norm}
 

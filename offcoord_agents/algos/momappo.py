@@ -25,7 +25,7 @@ import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
 from offcoord_agents.data import BatchSampler, TaskSpec, stack_agents
-from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP
+from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP, cloning_loss
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
 from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
@@ -250,9 +250,9 @@ class MOMAPPO(Algorithm):
 
     # ------------------------------------------------------------------ learning
     def bc_loss(self) -> torch.Tensor:
-        """IBC's loss on a dataset minibatch: minus each agent's log-likelihood of its own actions."""
+        """IBC's loss (:func:`~offcoord_agents.nets.cloning_loss`) on a dataset minibatch."""
         batch = self.bc_sampler.sample()
-        return -self.actor.log_prob(batch.obs, batch.actions, self.act_mask).mean(1).sum()
+        return cloning_loss(self.actor, batch.obs, batch.actions, self.act_mask)
 
     def behavior_clone(self, steps: int) -> float:
         """Fit the actors to the dataset's actions by maximum likelihood; returns the last loss."""
