@@ -1,11 +1,22 @@
 """Helpers shared by the tests."""
 
 import numpy as np
+import offcoord
 from gymnasium import spaces
 
 # Fields of a run's results.json that are facts about the machine or the session, not the run:
 # they may differ between two equal runs.
 TIMING = ("train_seconds_this_session", "train_cpu_seconds_this_session")
+
+
+def dataset_copy(ds, rewards=None, manifest=None, termination_rule=None):
+    """An in-memory copy of ``ds`` (same id and card), optionally with another reward column,
+    manifest or termination rule (``None``: the dataset's own)."""
+    columns = {name: ds.column(name) for name in ds.column_names}
+    if rewards is not None:
+        columns["rewards"] = rewards
+    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest if manifest is None else manifest,
+                            termination_rule=termination_rule or ds.termination_rule)
 
 
 def rollout(env, seed, action_seed, scale=1.0):

@@ -16,6 +16,7 @@ import offcoord_agents  # noqa: E402
 from offcoord.fileio import json_bytes, sha256_bytes  # noqa: E402
 from offcoord_agents.data import BatchSampler, TaskSpec  # noqa: E402
 from offcoord_agents.nets import StackedGaussianActor, StackedMLP  # noqa: E402
+from helpers import dataset_copy  # noqa: E402
 
 SMALL = {"hidden": (32, 32), "eval_episodes": 2}
 
@@ -168,20 +169,11 @@ def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
         offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
 
 
-def _copy(ds, rewards=None, manifest=None):
-    """An in-memory copy of ``ds`` (same id and card), optionally with another reward column or manifest."""
-    columns = {name: ds.column(name) for name in ds.column_names}
-    if rewards is not None:
-        columns["rewards"] = rewards
-    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest if manifest is None else manifest,
-                            termination_rule=ds.termination_rule)
-
-
 def _rebuilt(ds):
     """``ds`` as if its store had been rebuilt with other rewards: same id and card, other manifest digests."""
     manifest = json.loads(json.dumps(ds.manifest))
     manifest["columns"]["rewards"]["sha256"] = "0" * 64
-    return _copy(ds, np.array(ds.rewards) * 0.5, manifest)
+    return dataset_copy(ds, np.array(ds.rewards) * 0.5, manifest)
 
 
 def test_dataset_digest_follows_the_data_not_the_card(tiny_datasets):
@@ -196,8 +188,8 @@ def test_dataset_digest_follows_the_data_not_the_card(tiny_datasets):
     assert ds.digest(_FIT_COLUMNS) == sha256_bytes(json_bytes([recorded[n]["sha256"] for n in
                                                                ("states", "next_states", "actions", "rewards", "terminations")]))
     assert _rebuilt(ds).digest() != ds.digest() and _rebuilt(ds).digest(["states"]) == ds.digest(["states"])
-    same, changed = _copy(ds, manifest={}), _copy(ds, np.array(ds.rewards) + 1.0, manifest={})  # no manifest: from the bytes
-    assert same.digest() == _copy(ds, np.array(ds.rewards), manifest={}).digest()
+    same, changed = dataset_copy(ds, manifest={}), dataset_copy(ds, np.array(ds.rewards) + 1.0, manifest={})  # no manifest: from the bytes
+    assert same.digest() == dataset_copy(ds, np.array(ds.rewards), manifest={}).digest()
     assert changed.digest() != same.digest() and changed.digest(["states"]) == same.digest(["states"])
     with pytest.raises(KeyError, match="no column 'extra_nope'"):
         ds.column("extra_nope")
@@ -211,7 +203,7 @@ def test_resume_refuses_a_run_whose_data_was_rebuilt(tiny_datasets, tmp_path):
     offcoord_agents.train("ibc", ds, steps=10, config=config, out=tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["meta"]["data_sha256"] == ds.digest()
-    offcoord_agents.train("ibc", _copy(ds), steps=10, config=config, out=tmp_path, progress=False)  # the same data resumes
+    offcoord_agents.train("ibc", dataset_copy(ds), steps=10, config=config, out=tmp_path, progress=False)  # the same data resumes
     with pytest.raises(ValueError, match="other data.*--no-resume"):
         offcoord_agents.train("ibc", _rebuilt(ds), steps=10, config=config, out=tmp_path, progress=False)
     with pytest.raises(ValueError, match="different run"):  # another seed as well: not blamed on the data
@@ -235,7 +227,6 @@ def test_a_config_field_added_later_keeps_running_runs_resumable():
     assert not same_run(saved, {"algorithm": "momappo", "seed": 2, "config": {"steps": 100, "memory": 0}}, defaults)
     assert not same_run({**saved, "config": {"steps": 100, "gone": 1}},  # a field this version no longer has
                         {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}}, defaults)
-
 
 
 def test_cli_train_and_evaluate(tiny_datasets, tmp_path, cache, capsys):

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 import offcoord_agents  # noqa: E402
 from offcoord_agents.world_model import WorldModel, WorldModelConfig, disagreement  # noqa: E402
 from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv  # noqa: E402
+from helpers import dataset_copy  # noqa: E402
 
 SMALL_WM = WorldModelConfig(members=4, elites=3, hidden=(64, 64), max_steps=800, eval_every=200, patience=3)
 
@@ -180,11 +181,6 @@ def test_truncation_fires_out_of_distribution_only(reacher_model):
     assert info["disagreement_cut"].mean() > 0.9 and trunc[info["disagreement_cut"]].all()
 
 
-def _with_termination_rule(ds, rule):
-    columns = {name: ds.column(name) for name in ds.column_names}
-    return offcoord.Dataset(ds.id, ds.env_id, ds.card, columns, ds.layout, ds.view, ds.manifest, termination_rule=rule)
-
-
 def test_rollouts_end_by_the_tasks_termination_rule_on_the_unclipped_prediction(reacher_model):
     """The ant case: the policy jumps out of the healthy height, a rare event the learned head
     misses, and the bounding box would clip the jump away. Here the rule is "outside the box"."""
@@ -193,7 +189,7 @@ def test_rollouts_end_by_the_tasks_termination_rule_on_the_unclipped_prediction(
     assert not ds.termination_rule(np.asarray(ds.states)).any()  # the reacher never terminates
     high = model.state_high.numpy()
     rule = lambda states: (states > high).any(-1)  # noqa: E731
-    boxed = _with_termination_rule(ds, rule)
+    boxed = dataset_copy(ds, termination_rule=rule)
     far = np.asarray(ds.states[:64]) + 3.0 * np.asarray(ds.states).std(0)  # starts above the box
     zeros = {a: np.zeros((64, 1), np.float32) for a in ds.agents}
     env = WorldModelEnv(model, boxed, RolloutConfig(horizon=5, disagreement_threshold=1e9), num_envs=64, seed=0)
