@@ -22,7 +22,7 @@ QUICK = {
     "bench_ant": ["--steps", "3000", "--transitions", "10000"],
     "bench_generation": ["--transitions", "5000"],
     "bench_memory": ["--size", "20000", "--moma-steps", "2", "--moma-rollouts", "256", "--moma-wm-steps", "100"],
-    "bench_momappo": ["--skip-table", "--seconds", "1", "--wm-steps", "100"],
+    "bench_momappo": ["--skip-table", "--seconds", "1", "--wm-steps", "100", "--fit-steps", "4000"],
     "bench_store": ["--transitions", "200000", "--minari-episodes", "200"],
 }
 

@@ -33,6 +33,21 @@ def test_fit_is_deterministic_and_reports_held_out_error(tiny_datasets, reacher_
     assert rep["termination_accuracy"] == 1.0  # the reacher never terminates
 
 
+def test_fitting_and_training_flush_denormal_floats(tiny_datasets):
+    # denormals slowed a long ant fit 4x (offcoord_agents.core.flush_denormals)
+    def flushed() -> bool:
+        return torch.tensor([1e-39]).mul(1.0).item() == 0.0
+
+    torch.set_flush_denormal(False)
+    assert not flushed()
+    WorldModel.fit(tiny_datasets["reacher2-leader-only"], WorldModelConfig(members=2, elites=1, hidden=(8,), max_steps=1),
+                   seed=0, progress=False)
+    assert flushed()
+    torch.set_flush_denormal(False)
+    offcoord_agents.train("ibc", tiny_datasets["reacher2-leader-only"], config={"steps": 1, "eval_episodes": 1}, progress=False)
+    assert flushed()
+
+
 def test_stacked_ensemble_equals_a_loop_over_members(reacher_model):
     _, model = reacher_model
     s, a = torch.randn(9, model.state_dim), torch.rand(9, model.joint_act_dim) * 2 - 1
