@@ -11,6 +11,7 @@ clock (3 datasets x 5 seeds, two worker processes on the two cores; the issue's 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -89,17 +90,17 @@ def _timed_fit(args) -> tuple[float, float]:
 
     torch.set_num_threads(1)
     ds = offcoord.load_dataset("ant-expert-po", size=20_000)
-    if not flush:  # the fit would set it: replace the setting by the CPU's default
-        wm.flush_denormals = lambda: torch.set_flush_denormal(False)
+    config = wm.WorldModelConfig(max_steps=steps, eval_every=steps, patience=10**9)
+    torch.set_flush_denormal(False)  # the CPU's default, for the fit without flushing
+    fit = wm.WorldModel.fit if flush else functools.partial(wm.WorldModel.fit.__wrapped__, wm.WorldModel)
     t0 = time.process_time()
-    model = wm.WorldModel.fit(ds, wm.WorldModelConfig(max_steps=steps, eval_every=steps, patience=10**9), seed=0,
-                              progress=False)
+    model = fit(ds, config, seed=0, progress=False)
     return time.process_time() - t0, min(model.report["holdout_loss_per_member"])
 
 
 def denormal_flush(fit_steps: int = 8_000) -> list[dict]:
     """CPU time of a world-model fit (ant data, 7 x 4x200, the same seed) with denormal floats
-    flushed to zero, as training sets it (``offcoord_agents.core.flush_denormals``), against the
+    flushed to zero, as a fit runs (``offcoord_agents.world_model.flushing_denormals``), against the
     CPU's default; the two fits run side by side, one per core. As a fit goes on, some values
     sink into the denormal range, where every operation takes a slow path: without flushing, the
     ant's full fit fell from 20 to under 5 steps per CPU-second over its first 10,000 steps. The

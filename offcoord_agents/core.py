@@ -57,15 +57,6 @@ def pick_threads() -> int:
     return 1
 
 
-def flush_denormals() -> None:
-    """Make this process's CPU math treat denormal floats (below 1.2e-38) as zero. A long fit drives
-    some values there, and every operation on them takes a slow path: the ant's world model fell
-    from about 20 to 4.9 fit steps per CPU-second by step 9,500 without flushing, and ran 36 per
-    CPU-second at step 11,000 with it. Results change only below that magnitude; runs stay
-    deterministic."""
-    torch.set_flush_denormal(True)
-
-
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -295,7 +286,6 @@ def run_training(
     See :func:`offcoord_agents.train`.
     """
     torch.set_num_threads(threads or pick_threads())
-    flush_denormals()
     dev = torch.device(device) if device else pick_device()
     cfg = make_config(algo_cls, config)
     torch.manual_seed(seed)

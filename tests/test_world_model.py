@@ -33,19 +33,21 @@ def test_fit_is_deterministic_and_reports_held_out_error(tiny_datasets, reacher_
     assert rep["termination_accuracy"] == 1.0  # the reacher never terminates
 
 
-def test_fitting_and_training_flush_denormal_floats(tiny_datasets):
-    # denormals slowed a long ant fit 4x (offcoord_agents.core.flush_denormals)
+def test_a_fit_flushes_denormal_floats_and_restores_the_callers_setting(tiny_datasets, monkeypatch):
+    # denormals slowed a long ant fit 4x (offcoord_agents.world_model.flushing_denormals)
     def flushed() -> bool:
         return torch.tensor([1e-39]).mul(1.0).item() == 0.0
 
+    seen = []
+    real_loss = WorldModel.loss
+    monkeypatch.setattr(WorldModel, "loss", lambda self, *a: seen.append(flushed()) or real_loss(self, *a))
+    config = WorldModelConfig(members=2, elites=1, hidden=(8,), max_steps=2)
+    for before in (False, True):
+        torch.set_flush_denormal(before)
+        WorldModel.fit(tiny_datasets["reacher2-leader-only"], config, seed=0, progress=False)
+        assert seen == [True, True] and flushed() == before  # on during the fit, the caller's after
+        seen.clear()
     torch.set_flush_denormal(False)
-    assert not flushed()
-    WorldModel.fit(tiny_datasets["reacher2-leader-only"], WorldModelConfig(members=2, elites=1, hidden=(8,), max_steps=1),
-                   seed=0, progress=False)
-    assert flushed()
-    torch.set_flush_denormal(False)
-    offcoord_agents.train("ibc", tiny_datasets["reacher2-leader-only"], config={"steps": 1, "eval_episodes": 1}, progress=False)
-    assert flushed()
 
 
 def test_stacked_ensemble_equals_a_loop_over_members(reacher_model):
