@@ -50,6 +50,11 @@ class WorldModelConfig:
     termination_weight: float = 1.0  # weight of the BCE term
 
 
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU math now treats denormal floats as zero."""
+    return torch.tensor([1e-39]).mul(1.0).item() == 0.0
+
+
 def flushing_denormals(fn):
     """Run ``fn`` with the CPU treating denormal floats (below 1.2e-38) as zero, then restore the
     caller's setting. A long fit drives some values there, and every operation on them takes a
@@ -60,7 +65,7 @@ def flushing_denormals(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        was_on = torch.tensor([1e-39]).mul(1.0).item() == 0.0
+        was_on = denormals_flushed()
         torch.set_flush_denormal(True)
         try:
             return fn(*args, **kwargs)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import offcoord_agents  # noqa: E402
-from offcoord_agents.world_model import WorldModel, WorldModelConfig, disagreement  # noqa: E402
+from offcoord_agents.world_model import WorldModel, WorldModelConfig, denormals_flushed, disagreement  # noqa: E402
 from offcoord_agents.world_model_env import RolloutConfig, WorldModelEnv  # noqa: E402
 from helpers import dataset_copy  # noqa: E402
 
@@ -35,17 +35,14 @@ def test_fit_is_deterministic_and_reports_held_out_error(tiny_datasets, reacher_
 
 def test_a_fit_flushes_denormal_floats_and_restores_the_callers_setting(tiny_datasets, monkeypatch):
     # denormals slowed a long ant fit 4x (offcoord_agents.world_model.flushing_denormals)
-    def flushed() -> bool:
-        return torch.tensor([1e-39]).mul(1.0).item() == 0.0
-
     seen = []
     real_loss = WorldModel.loss
-    monkeypatch.setattr(WorldModel, "loss", lambda self, *a: seen.append(flushed()) or real_loss(self, *a))
+    monkeypatch.setattr(WorldModel, "loss", lambda self, *a: seen.append(denormals_flushed()) or real_loss(self, *a))
     config = WorldModelConfig(members=2, elites=1, hidden=(8,), max_steps=2)
     for before in (False, True):
         torch.set_flush_denormal(before)
         WorldModel.fit(tiny_datasets["reacher2-leader-only"], config, seed=0, progress=False)
-        assert seen == [True, True] and flushed() == before  # on during the fit, the caller's after
+        assert seen == [True, True] and denormals_flushed() == before  # on during the fit, the caller's after
         seen.clear()
     torch.set_flush_denormal(False)
 
