@@ -159,6 +159,24 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path, algo):
     assert steps == sorted(set(steps)) and steps[-1] == 300
 
 
+def test_a_long_run_also_checkpoints_by_the_clock_without_changing_its_numbers(tiny_datasets, tmp_path, monkeypatch):
+    import offcoord_agents.core as core
+
+    saved, save = [], core.atomic_torch_save
+    monkeypatch.setattr(core, "atomic_torch_save", lambda obj, path: saved.append(obj["step"]) or save(obj, path))
+    config = dict(steps=6, hidden=(16, 16), eval_every=6, eval_episodes=1, checkpoint_every=10**6)
+    runs, default = {}, core.CHECKPOINT_SECONDS
+    for seconds in (default, 0.0):  # the default, then a checkpoint after every step
+        monkeypatch.setattr(core, "CHECKPOINT_SECONDS", seconds)
+        saved.clear()
+        offcoord_agents.train("ibc", tiny_datasets["reacher2-leader-only"], seed=0, config=config,
+                              out=tmp_path / str(seconds), progress=False)
+        runs[seconds] = (list(saved), torch.load(tmp_path / str(seconds) / "policy.pt", weights_only=False))
+    assert runs[default][0] == [6] and runs[0.0][0] == [1, 2, 3, 4, 5, 6]
+    a, b = runs[default][1]["state_dict"], runs[0.0][1]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
     ds = tiny_datasets["coordination-game"]
     offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
