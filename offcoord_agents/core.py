@@ -235,12 +235,26 @@ def evaluate_policy(policy, env_id: str, config: TrainConfig) -> dict[str, float
     return out
 
 
+_SWITCH_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _switch(algo: str, name: str, value: Any) -> bool:
+    """A boolean option's value from a bool, 0/1, or a word such as "false" (any case)."""
+    word = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if word not in _SWITCH_WORDS:
+        raise ValueError(f"{algo} option {name} must be true or false, got {value!r}")
+    return _SWITCH_WORDS[word]
+
+
 def make_config(algo_cls, overrides: dict[str, Any] | None) -> TrainConfig:
     fields = {f.name: f for f in dataclasses.fields(algo_cls.Config)}
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ValueError(f"unknown {algo_cls.name} option(s) {unknown}; options are {sorted(fields)}")
+    for name, value in overrides.items():  # switches: "--set x=false" arrives as the string "false"
+        if isinstance(fields[name].default, bool) and not isinstance(value, bool):
+            overrides[name] = _switch(algo_cls.name, name, value)
     for name in ("hidden", "wm_hidden"):  # layer widths; lists (from JSON or --set) become tuples
         if name not in overrides:
             continue

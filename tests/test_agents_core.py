@@ -272,6 +272,22 @@ def test_config_is_validated_and_no_resume_starts_over(tiny_datasets, tmp_path):
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["meta"]["seed"] == 5
 
 
+def test_switches_read_false_as_false_from_the_command_line():
+    """``--set x=false`` arrives as the string "false", which Python reads as true: a switch takes
+    true/false words in any case, 0/1 and bools, and refuses anything else by name."""
+    from offcoord_agents.algos.itd3bc import ITD3BC
+    from offcoord_agents.cli import _parse_set
+    from offcoord_agents.core import make_config
+
+    for word, value in (("false", False), ("False", False), ("no", False), ("0", False), ("true", True), ("TRUE", True),
+                        ("1", True), ("yes", True)):
+        assert make_config(ITD3BC, _parse_set([f"normalize_observations={word}"])).normalize_observations is value
+    assert make_config(ITD3BC, {"normalize_observations": 0}).normalize_observations is False
+    for bad in ("maybe", 2, 0.5, None):
+        with pytest.raises(ValueError, match="normalize_observations must be true or false"):
+            make_config(ITD3BC, {"normalize_observations": bad})
+
+
 def test_policy_on_the_wrong_view_is_a_clear_error(tiny_datasets):
     policy = offcoord_agents.train("ibc", tiny_datasets["reacher2-leader-only"], steps=2, config=SMALL, progress=False)
     with pytest.raises(ValueError, match="agent_0.*8-value observations"):

@@ -319,7 +319,7 @@ def test_arbitrary_dataset_ids_and_sizes(tmp_path_factory, dataset_id, size):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=st.lists(st.sampled_from(["train", "evaluate", "reproduce", "list", "render", "ibc", "itd3bc", "nope",
                                       "coordination-favorable", "coordination", "--steps", "-3", "0", "5", "x", "--seed",
-                                      "--set", "lr=1e-3", "hidden=(0,4)", "steps=nan", "batch_size=2.5", "bogus=1", "=",
+                                      "--set", "lr=1e-3", "hidden=(0,4)", "steps=nan", "batch_size=2.5", "bogus=1", "=", "normalize_observations=false", "normalize_observations=maybe",
                                       "--tier", "huge", "smoke", "--backend", "spark", "--episodes", "--out", "/nonexistent/p.pt",
                                       "--verbose", "--no-resume", "--threads"]), max_size=6))
 def test_agents_cli_arguments(argv, monkeypatch):
