@@ -169,6 +169,16 @@ class StackedGaussianActor(nn.Module):
         mu, log_std = out.split(self.act_dim, dim=-1)
         return torch.tanh(mu), log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
+    @torch.no_grad()
+    def set_initial_std(self, std: float) -> None:
+        """Start every agent's standard deviation near ``std`` in every state: the log-std head's
+        bias becomes ``log(std)`` and its weights are scaled down 100-fold."""
+        if not 0 < std <= math.exp(LOG_STD_MAX):
+            raise ValueError(f"initial_std must be in (0, {math.exp(LOG_STD_MAX):.2f}], got {std}")
+        head = self.net.layers[-1]
+        head.bias[..., self.act_dim :] = math.log(std)
+        head.weight[..., self.act_dim :] *= 0.01
+
     def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
         mean, log_std = self._split(self.net(obs))
         return torch.distributions.Normal(mean, log_std.exp())

@@ -9,6 +9,7 @@ paper's safeguards, so any online MARL algorithm can train on an offline dataset
   default ``eps_g`` is measured in the model's normalized output units, see ``RolloutConfig``);
 - a rollout is truncated at ``horizon`` steps **or** as soon as ``eps_g`` exceeds
   ``disagreement_threshold`` (the research code clamped eps before this test, so it never fired);
+  with ``disagreement_cut="halt"`` that cut is a termination with a pessimistic reward instead;
 - agents observe the predicted state through the task's own view (``dataset.view``), the same
   function the environment and the dataset use.
 
@@ -50,10 +51,22 @@ class RolloutConfig:
     # the two agree: the coordination game has no such rule, and the reacher never terminates
     # (its fitted heads never pass p = 0.002 on its data), so runs made before this option match.
     termination: str = "task"
+    # What a disagreement cut does. "truncate" (the paper's): the rollout stops and the learner
+    # bootstraps from its own value estimate there, so leaving the data costs only the penalty.
+    # "halt": MOReL's absorbing HALT state (Kidambi et al., 2020): the rollout ends as a
+    # termination whose reward is ``halt_reward``, by default the data's lowest reward received for
+    # ever, r_min / (1 - gamma): a lower bound on any return, so leaving the data is never worth it.
+    disagreement_cut: str = "truncate"
+    halt_reward: float | None = None
+    gamma: float = 0.99  # the discount of the default halt_reward
 
     def __post_init__(self):
         if self.disagreement_units not in ("normalized", "raw"):
             raise ValueError(f"disagreement_units must be 'normalized' or 'raw', got {self.disagreement_units!r}")
+        if self.disagreement_cut not in ("truncate", "halt"):
+            raise ValueError(f"disagreement_cut must be 'truncate' or 'halt', got {self.disagreement_cut!r}")
+        if not 0 <= self.gamma < 1:
+            raise ValueError(f"gamma must be in [0, 1), got {self.gamma}")
         if self.termination not in ("task", "learned"):
             raise ValueError(f"termination must be 'task' or 'learned', got {self.termination!r}")
 
@@ -78,11 +91,15 @@ class ModelBasedOptions:
     lambda_g: float = 0.1
     disagreement_units: str = "normalized"  # or "raw" (the paper's); see RolloutConfig
     termination: str = "task"  # or "learned"; see RolloutConfig
+    disagreement_cut: str = "truncate"  # or "halt" (MOReL's); see RolloutConfig
+    halt_reward: float | None = None  # None: the data's lowest reward / (1 - gamma); see RolloutConfig
 
     def rollout_config(self, **kwargs) -> RolloutConfig:
         return RolloutConfig(horizon=self.horizon, disagreement_threshold=self.disagreement_threshold,
                              lambda_r=self.lambda_r, lambda_g=self.lambda_g,
-                             disagreement_units=self.disagreement_units, termination=self.termination, **kwargs)
+                             disagreement_units=self.disagreement_units, termination=self.termination,
+                             disagreement_cut=self.disagreement_cut, halt_reward=self.halt_reward,
+                             gamma=getattr(self, "gamma", RolloutConfig.gamma), **kwargs)
 
     def world_model_env(self, ds: "offcoord.Dataset", workdir: Path | None, num_envs: int) -> "WorldModelEnv":
         """The run's world model, wrapped for ``num_envs`` batched rollouts. The model is fit on ``ds``,
@@ -109,6 +126,8 @@ class WorldModelEnv(ParallelEnv):
         env.close()
         self.state_space = spaces.Box(-np.inf, np.inf, (self.spec.state_dim,), np.float32)
         self.termination_rule = dataset.termination_rule if self.config.termination == "task" else None
+        halt = self.config.halt_reward
+        self.halt_reward = float(model.reward_low[0]) / (1 - self.config.gamma) if halt is None else float(halt)
         self.num_envs = num_envs
         self.generator = torch.Generator().manual_seed(seed if seed is not None else 0)
         self._states = torch.zeros(num_envs, self.spec.state_dim)
@@ -166,9 +185,13 @@ class WorldModelEnv(ParallelEnv):
         next_state, reward = model.clip(next_state, reward)
         self._t += 1
         cut = eps_g > cfg.disagreement_threshold
+        penalized = reward - cfg.lambda_r * eps_r - cfg.lambda_g * eps_g
+        if cfg.disagreement_cut == "halt":
+            terminated = terminated | cut
+            penalized = torch.where(cut, torch.tensor(self.halt_reward), penalized)
         truncated = ~terminated & (cut | (self._t >= cfg.horizon))
         active = self._active
-        penalized = torch.where(active, reward - cfg.lambda_r * eps_r - cfg.lambda_g * eps_g, torch.zeros(()))
+        penalized = torch.where(active, penalized, torch.zeros(()))
         self._states = torch.where(active[:, None], next_state, self._states)
         terminated, truncated = terminated & active, truncated & active
         self._active = active & ~terminated & ~truncated

@@ -195,6 +195,33 @@ def test_truncation_fires_out_of_distribution_only(reacher_model):
     assert info["disagreement_cut"].mean() > 0.9 and trunc[info["disagreement_cut"]].all()
 
 
+def test_a_halting_cut_ends_the_rollout_as_a_termination_with_the_pessimistic_reward(reacher_model):
+    """``disagreement_cut="halt"`` (MOReL): the same rollouts are cut, but as terminations, each
+    with ``halt_reward`` (by default r_min / (1 - gamma)); steps that are not cut are unchanged."""
+    ds, model = reacher_model
+    far = np.asarray(ds.states[:64]) + 20.0 * np.asarray(ds.states).std(0)
+    zeros = {a: np.zeros((64, 1), np.float32) for a in ds.agents}
+    steps = {}
+    for cut in ("truncate", "halt"):
+        env = WorldModelEnv(model, ds, RolloutConfig(disagreement_cut=cut, gamma=0.9), num_envs=64, seed=0)
+        env.reset_batch(start_states=np.concatenate([far[:32], np.asarray(ds.states[:32])]))
+        steps[cut] = env.step_batch(zeros)
+    _, r_trunc, term_trunc, trunc_trunc, info = steps["truncate"]
+    _, r_halt, term_halt, trunc_halt, info_halt = steps["halt"]
+    cut = info["disagreement_cut"]
+    assert cut[:32].mean() > 0.9 and not cut[32:].any() and np.array_equal(cut, info_halt["disagreement_cut"])
+    assert trunc_trunc[cut].all() and not term_trunc[cut].any()
+    assert term_halt[cut].all() and not trunc_halt[cut].any()
+    assert np.allclose(r_halt[cut], float(model.reward_low[0]) / (1 - 0.9))
+    assert np.array_equal(r_halt[~cut], r_trunc[~cut]) and np.array_equal(term_halt[~cut], term_trunc[~cut])
+    fixed = WorldModelEnv(model, ds, RolloutConfig(disagreement_cut="halt", halt_reward=-7.0), num_envs=64, seed=0)
+    fixed.reset_batch(start_states=far)
+    _, r, _, _, info = fixed.step_batch(zeros)
+    assert (r[info["disagreement_cut"]] == -7.0).all()
+    with pytest.raises(ValueError, match="disagreement_cut"):
+        RolloutConfig(disagreement_cut="stop")
+
+
 def test_rollouts_end_by_the_tasks_termination_rule_on_the_unclipped_prediction(reacher_model):
     """The ant case: the policy jumps out of the healthy height, a rare event the learned head
     misses, and the bounding box would clip the jump away. Here the rule is "outside the box"."""
@@ -384,6 +411,57 @@ def test_momappo_bc_init_starts_the_actors_on_the_data(tiny_datasets, cache):
     _, _, metrics = trained(0, value_normalization=True)  # the critic's statistics are updated and checkpointed
     assert metrics["algo"].value_norm.debiasing_term > 0 and np.isfinite(metrics["value_loss"])
     assert "value_norm" in metrics["algo"].state_dict()
+
+
+def test_momappo_standardizes_its_inputs_and_starts_at_the_given_std(tiny_datasets, cache, tmp_path):
+    """``normalize_inputs``: the actors read observations (and remembered observations) standardized
+    by the dataset's statistics, the critic the global state; a saved policy carries them.
+    ``initial_std``: every agent starts with that standard deviation in every state."""
+    from offcoord_agents.algos.momappo import MOMAPPO, MOMAPPOConfig
+    from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, state_stats
+    from offcoord_agents.policy import load_policy
+
+    ds = tiny_datasets["reacher2-leader-only"]
+    spec = TaskSpec.from_dataset(ds)
+    O, U = spec.max_obs_dim, spec.max_act_dim
+    torch.manual_seed(0)
+    cfg = MOMAPPOConfig(normalize_inputs=True, initial_std=0.3, memory=2, rollouts=32, horizon=2, hidden=(32, 32),
+                        wm_hidden=(32, 32), wm_max_steps=100, wm_eval_every=50)
+    algo = MOMAPPO(spec, cfg, torch.device("cpu"))
+    algo.setup(ds)
+    mean, std = observation_stats(ds, spec)
+    net = algo.actor.net
+    assert net.input_mean.shape[-1] == O + 2 * (O + U)
+    for k in range(3):  # the observation now, then each remembered [observation, action]
+        at = 0 if k == 0 else O + (k - 1) * (O + U)
+        assert torch.equal(net.input_mean[:, :, at : at + O], mean) and torch.equal(net.input_std[:, :, at : at + O], std)
+        if k:
+            assert not net.input_mean[:, :, at + O : at + O + U].any() and (net.input_std[:, :, at + O : at + O + U] == 1).all()
+    s_mean, s_std = state_stats(ds)
+    assert torch.equal(algo.critic.input_mean.reshape(-1), s_mean) and torch.equal(algo.critic.input_std.reshape(-1), s_std)
+
+    obs = BatchSampler(ds, spec, 256, seed=1).sample().obs  # (A, B, O)
+    with torch.no_grad():
+        sigma = algo.actor.distribution(torch.cat([obs, torch.randn(*obs.shape[:2], 2 * (O + U))], -1)).stddev
+    assert ((sigma - 0.3).abs() < 0.03)[algo.act_mask.expand_as(sigma) > 0].all()
+    batch, stats = algo.collect()  # the rollouts run on the standardized actors
+    assert stats["rollout_steps"] > 0 and torch.isfinite(batch["advantages"]).all()
+
+    team = algo.policy()
+    reloaded = load_policy(team.save(tmp_path / "policy.pt"))
+    first = {a: reloaded[a](np.asarray(ds.observations[a][0])) for a in ds.agents}  # empty memory at a first step
+    padded = torch.stack([torch.nn.functional.pad(torch.as_tensor(ds.observations[a][0]), (0, O - spec.obs_dims[i]))
+                          for i, a in enumerate(ds.agents)])[:, None]
+    with torch.no_grad():
+        direct = algo.actor.deterministic(torch.cat([padded, torch.zeros(spec.n_agents, 1, 2 * (O + U))], -1))
+    for i, a in enumerate(ds.agents):
+        assert np.allclose(first[a], direct[i, 0, : spec.act_dims[i]].numpy(), atol=1e-6)
+
+    for bad in (0.0, -1.0, 100.0):
+        with pytest.raises(ValueError, match="initial_std"):
+            MOMAPPO(spec, MOMAPPOConfig(initial_std=bad), torch.device("cpu"))
+    with pytest.raises(ValueError, match="categorical"):
+        MOMAPPO(TaskSpec.from_dataset(tiny_datasets["coordination-game"]), MOMAPPOConfig(initial_std=0.3), torch.device("cpu"))
 
 
 def test_value_norm_tracks_its_targets_and_inverts():

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
-from offcoord_agents.data import BatchSampler, TaskSpec, stack_agents
+from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP, cloning_loss
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
@@ -41,6 +41,10 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     ppo_epochs: int = 5  # passes over each iteration's rollouts
     minibatches: int = 4  # minibatches per pass
     clip: float = 0.2  # PPO ratio clip (and value clip)
+    # Clip the critic's change per iteration to ``clip`` (in the critic's units), as MAPPO and
+    # CleanRL do by default. In raw reward units it lets the critic move only 0.2 per iteration
+    # toward returns in the hundreds (a running ant's); False: a plain squared error.
+    clip_value_loss: bool = True
     gae_lambda: float = 0.98  # as in the public code
     target_entropy_per_dim: float = -1.0  # continuous actions: nats per action dim the entropy weight aims at
     target_entropy_discrete: float = 0.1  # discrete actions: nats per agent
@@ -64,6 +68,14 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # update (as TD3+BC anchors TD3): keeps the actors near the data where the model is trusted.
     # 0: the paper's pure PPO.
     bc_weight: float = 0.0
+    # Standardize the actors' observations and the critic's global state with the dataset's mean and
+    # std, as ITD3+BC and MAPPO's feature normalization do: the ant's velocities reach 5-11 where
+    # its joint angles stay below 1.
+    normalize_inputs: bool = False
+    # The actors' starting standard deviation (the log-std head's bias; its weights are scaled
+    # down so the start is the same in every state). None: the random head's, about 1 everywhere
+    # (the ant's data actions have standard deviation 0.38).
+    initial_std: float | None = None
 
 
 class ValueNorm(torch.nn.Module):
@@ -112,6 +124,10 @@ class MOMAPPO(Algorithm):
             raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
         self.actor = actor_cls(A, O + config.memory * (O + U), U, config.hidden).to(device)
+        if config.initial_std is not None:
+            if spec.discrete:
+                raise ValueError("initial_std applies to Gaussian actors; the coordination game's are categorical")
+            self.actor.set_initial_std(config.initial_std)
         self.critic = StackedMLP(1, spec.state_dim, 1, config.hidden).to(device)
         self.value_norm = ValueNorm().to(device) if config.value_normalization else None
         self.log_entropy_coef = torch.nn.Parameter(torch.tensor(math.log(config.initial_entropy_coef)))
@@ -132,6 +148,14 @@ class MOMAPPO(Algorithm):
         self.env = cfg.world_model_env(ds, workdir, num_envs=cfg.rollouts)
         self.world_model = self.env.model
         self.dataset = ds
+        if cfg.normalize_inputs:
+            mean, std = observation_stats(ds, self.spec)
+            # each remembered step is [observation, action]; actions are already in [-1, 1]
+            A, U = self.spec.n_agents, self.spec.max_act_dim
+            step_mean, step_std = torch.cat([mean, torch.zeros(A, 1, U)], -1), torch.cat([std, torch.ones(A, 1, U)], -1)
+            self.actor.net.set_input_normalization(torch.cat([mean, step_mean.repeat(1, 1, cfg.memory)], -1),
+                                                   torch.cat([std, step_std.repeat(1, 1, cfg.memory)], -1))
+            self.critic.set_input_normalization(*state_stats(ds))
         # data minibatches for behavior cloning, reproducible from the run's seed (and checkpointed)
         self.bc_sampler = BatchSampler(ds, self.spec, cfg.batch_size, int(torch.initial_seed()) % 2**31, self.device)
 
@@ -290,8 +314,11 @@ class MOMAPPO(Algorithm):
                 if self.value_norm is not None:  # targets in the critic's units (MAPPO: update, then normalize)
                     self.value_norm.update(ret)
                     ret = self.value_norm.normalize(ret)
-                v_clipped = v_old + (v - v_old).clamp(-cfg.clip, cfg.clip)
-                value_loss = 0.5 * torch.max((v - ret) ** 2, (v_clipped - ret) ** 2).mean()
+                value_loss = (v - ret) ** 2
+                if cfg.clip_value_loss:
+                    v_clipped = v_old + (v - v_old).clamp(-cfg.clip, cfg.clip)
+                    value_loss = torch.max(value_loss, (v_clipped - ret) ** 2)
+                value_loss = 0.5 * value_loss.mean()
                 optimize(self.critic_opt, value_loss, self.critic.parameters(), cfg.grad_clip)
 
                 entropy_gap = (entropy.mean(1).detach() - self.target_entropy).mean()
