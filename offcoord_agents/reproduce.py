@@ -159,7 +159,7 @@ def plan(table: str, tier: str, datasets: list[str] | None = None, algorithms: l
 
 
 def execute(run: Run, out: Path) -> dict:
-    """Train one run (resuming it if interrupted) and return its results (skipped when finished)."""
+    """Train one run (resuming it if interrupted) and return its results (read when finished)."""
     import torch
 
     import offcoord_agents
@@ -175,11 +175,13 @@ def execute(run: Run, out: Path) -> dict:
     return read_results(directory)
 
 
-def check_finished_runs(runs: list[Run], out: Path) -> None:
+def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
     """Before anything starts: a finished run is skipped only if it ran the configuration the table
     asks for now (the tier's budget on the algorithm's current defaults) and trained on the data its
     dataset's store holds now; otherwise a clear error names the run directory to delete. (A store
-    that is not in this machine's cache is not compared: the run's workers build or find it.)"""
+    that is not in this machine's cache is not compared: the run's workers build or find it.)
+
+    Returns the finished runs' results by their index in ``runs``, read once."""
     import offcoord
 
     from offcoord_agents.core import config_differences, make_config
@@ -189,11 +191,12 @@ def check_finished_runs(runs: list[Run], out: Path) -> None:
         return json.loads(json.dumps(asdict(config)))
 
     digests: dict[tuple, str | None] = {}
-    for run in runs:
+    finished: dict[int, dict] = {}
+    for i, run in enumerate(runs):
         directory = run.directory(out)
         if not (directory / "results.json").exists():
             continue
-        done = _read_results(directory)
+        done = finished[i] = _read_results(directory)
         algo_cls = algorithm_class(run.algorithm)
         wanted = as_recorded(make_config(algo_cls, run.config))
         changed = config_differences(done["config"], wanted, as_recorded(algo_cls.Config()))
@@ -213,6 +216,7 @@ def check_finished_runs(runs: list[Run], out: Path) -> None:
             raise ValueError(f"{directory} finished on other data: {done['dataset']}'s stored copy has changed since "
                              f"(rebuilt, or regenerated from retrained behaviors); rm -r {directory} and rerun the same "
                              f"command to train it on the current data")
+    return finished
 
 
 def _read_results(directory: Path) -> dict:
@@ -270,10 +274,14 @@ def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | N
     out = Path(out)
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; choose local or ray")
-    check_finished_runs(runs, out)
-    if backend == "local":
-        return _run_local(runs, out, workers, log)
-    return _run_ray(runs, out, workers, address, log)
+    results = check_finished_runs(runs, out)  # finished runs are read here once, and not sent to a worker
+    t0 = time.perf_counter()
+    for k, i in enumerate(sorted(results), 1):
+        _log_result(log, k, len(runs), runs[i], results[i], t0)
+    pending = [i for i in longest_first(runs) if i not in results]
+    if pending:
+        (_run_local if backend == "local" else _run_ray)(runs, pending, results, out, workers, address, log)
+    return [results[i] for i in range(len(runs))]
 
 
 # Algorithms that fit a world model before training take several times longer than the others:
@@ -286,21 +294,23 @@ def longest_first(runs: list[Run]) -> list[int]:
     return sorted(range(len(runs)), key=lambda i: runs[i].algorithm not in SLOW_ALGORITHMS)
 
 
-def _run_local(runs: list[Run], out: Path, workers: int | None, log) -> list[dict]:
-    for dataset, size in datasets_needed(runs):
+def _run_local(runs: list[Run], pending: list[int], results: dict[int, dict], out: Path, workers: int | None,
+               address: str | None, log) -> None:
+    """Train ``runs[i]`` for ``i`` in ``pending`` on a process pool, adding each one's results to ``results``."""
+    for dataset, size in datasets_needed([runs[i] for i in pending]):
         build_dataset(dataset, size)  # once, before the workers start (they would only wait on its lock)
     t0 = time.perf_counter()
-    results: dict[int, dict] = {}
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        futures = {pool.submit(_execute_args, (runs[i], out)): i for i in longest_first(runs)}
-        for k, fut in enumerate(as_completed(futures), 1):
+        futures = {pool.submit(_execute_args, (runs[i], out)): i for i in pending}
+        for fut in as_completed(futures):
             i = futures[fut]
             results[i] = fut.result()
-            _log_result(log, k, len(runs), runs[i], results[i], t0)
-    return [results[i] for i in range(len(runs))]
+            _log_result(log, len(results), len(runs), runs[i], results[i], t0)
 
 
-def _run_ray(runs: list[Run], out: Path, workers: int | None, address: str | None, log) -> list[dict]:
+def _run_ray(runs: list[Run], pending: list[int], results: dict[int, dict], out: Path, workers: int | None,
+             address: str | None, log) -> None:
+    """:func:`_run_local` as Ray tasks (``address``: an existing cluster to join)."""
     try:
         import ray
     except ImportError:
@@ -322,18 +332,16 @@ def _run_ray(runs: list[Run], out: Path, workers: int | None, address: str | Non
         # The runtime_env goes on the tasks, so it applies also in a Ray the caller started.
         env = ray_runtime_env()
         build = ray.remote(num_cpus=1, runtime_env=env)(build_dataset)
-        built = {key: build.remote(*key) for key in datasets_needed(runs)}
+        built = {key: build.remote(*key) for key in datasets_needed([runs[i] for i in pending])}
         train = ray.remote(num_cpus=1, runtime_env=env)(_execute_after_build)
         index = {train.remote(runs[i], str(out), built[(runs[i].dataset, runs[i].config.get("dataset_size"))]): i
-                 for i in longest_first(runs)}
-        results: dict[int, dict] = {}
-        pending, t0 = list(index), time.perf_counter()
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+                 for i in pending}
+        waiting, t0 = list(index), time.perf_counter()
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
             i = index[done[0]]
             results[i] = ray.get(done[0])
             _log_result(log, len(results), len(runs), runs[i], results[i], t0)
-        return [results[i] for i in range(len(runs))]
     finally:
         if started:
             ray.shutdown()

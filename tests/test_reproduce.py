@@ -73,7 +73,7 @@ def test_ant_plan_without_training(tmp_path):
     assert text.count("\n| ant-") == 2 * len(datasets)
 
 
-def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys):
+def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys, monkeypatch):
     out = tmp_path / "reproduce"
     assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "2"]) == 0
     text = capsys.readouterr().out
@@ -83,7 +83,15 @@ def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys)
     results = json.loads((out / "coordination" / "momappo" / "coordination-unfavorable" / "seed0" / "results.json").read_text())
     assert results["final"]["step"] == results["config"]["steps"] and "versions" in results
     mtime = (out / "coordination" / "ibc" / "coordination-neutral" / "seed1" / "results.json").stat().st_mtime_ns
+    from offcoord_agents import reproduce
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("a finished run was sent to a worker")
+
+    monkeypatch.setattr(reproduce, "_run_local", no_worker)  # finished runs are read once, by the driver
     assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "2"]) == 0
+    again = capsys.readouterr().out
+    assert again.count("seed") >= len(reproduce.plan("coordination", "smoke")) and text.split("| coordination-")[1:] == again.split("| coordination-")[1:]
     assert (out / "coordination" / "ibc" / "coordination-neutral" / "seed1" / "results.json").stat().st_mtime_ns == mtime
 
 
