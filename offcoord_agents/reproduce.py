@@ -296,7 +296,8 @@ def longest_first(runs: list[Run]) -> list[int]:
 
 def _run_local(runs: list[Run], pending: list[int], results: dict[int, dict], out: Path, workers: int | None,
                address: str | None, log) -> None:
-    """Train ``runs[i]`` for ``i`` in ``pending`` on a process pool, adding each one's results to ``results``."""
+    """Train ``runs[i]`` for ``i`` in ``pending`` on a process pool, adding each one's results to
+    ``results``. (``address`` is the Ray backend's; both backends take the same arguments.)"""
     for dataset, size in datasets_needed([runs[i] for i in pending]):
         build_dataset(dataset, size)  # once, before the workers start (they would only wait on its lock)
     t0 = time.perf_counter()
