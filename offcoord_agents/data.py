@@ -179,3 +179,10 @@ def observation_stats(ds: "offcoord.Dataset", spec: TaskSpec, max_rows: int = 20
     mask = spec.obs_mask().numpy() > 0
     mean, std = np.where(mask, mean, 0.0), np.where(mask, std, 1.0)
     return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(std.astype(np.float32))
+
+
+def with_action_columns(mean: torch.Tensor, std: torch.Tensor, act_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observation statistics for inputs laid out as ``[observation, action]``: ``act_dim`` action
+    columns appended with mean 0 and std 1 (actions already lie in [-1, 1])."""
+    shape = (*mean.shape[:-1], act_dim)
+    return torch.cat([mean, torch.zeros(shape)], -1), torch.cat([std, torch.ones(shape)], -1)

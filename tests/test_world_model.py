@@ -418,7 +418,7 @@ def test_momappo_standardizes_its_inputs_and_starts_at_the_given_std(tiny_datase
     by the dataset's statistics, the critic the global state; a saved policy carries them.
     ``initial_std``: every agent starts with that standard deviation in every state."""
     from offcoord_agents.algos.momappo import MOMAPPO, MOMAPPOConfig
-    from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, state_stats
+    from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats
     from offcoord_agents.policy import load_policy
 
     ds = tiny_datasets["reacher2-leader-only"]
@@ -450,8 +450,7 @@ def test_momappo_standardizes_its_inputs_and_starts_at_the_given_std(tiny_datase
     team = algo.policy()
     reloaded = load_policy(team.save(tmp_path / "policy.pt"))
     first = {a: reloaded[a](np.asarray(ds.observations[a][0])) for a in ds.agents}  # empty memory at a first step
-    padded = torch.stack([torch.nn.functional.pad(torch.as_tensor(ds.observations[a][0]), (0, O - spec.obs_dims[i]))
-                          for i, a in enumerate(ds.agents)])[:, None]
+    padded = torch.from_numpy(stack_agents({a: ds.observations[a][:1] for a in ds.agents}, spec.agents, O))
     with torch.no_grad():
         direct = algo.actor.deterministic(torch.cat([padded, torch.zeros(spec.n_agents, 1, 2 * (O + U))], -1))
     for i, a in enumerate(ds.agents):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize, soft_update
-from offcoord_agents.data import TaskSpec, TorchBatch, observation_stats
+from offcoord_agents.data import TaskSpec, TorchBatch, observation_stats, with_action_columns
 from offcoord_agents.nets import StackedDeterministicActor, StackedTwinCritic
 from offcoord_agents.policy import TeamPolicy
 
@@ -51,8 +51,7 @@ class ITD3BC(Algorithm):
             for net in (self.actor.net, self.actor_target.net):
                 net.set_input_normalization(mean, std)
             # the critics take [obs, action]: normalize the observation part only
-            c_mean = torch.cat([mean, torch.zeros(*mean.shape[:2], self.spec.max_act_dim)], -1).repeat(2, 1, 1)
-            c_std = torch.cat([std, torch.ones(*std.shape[:2], self.spec.max_act_dim)], -1).repeat(2, 1, 1)
+            c_mean, c_std = (x.repeat(2, 1, 1) for x in with_action_columns(mean, std, self.spec.max_act_dim))
             for net in (self.critic.net, self.critic_target.net):
                 net.set_input_normalization(c_mean, c_std)
 

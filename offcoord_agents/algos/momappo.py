@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
-from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats
+from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats, with_action_columns
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP, cloning_loss
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
@@ -151,9 +151,7 @@ class MOMAPPO(Algorithm):
         self.dataset = ds
         if cfg.normalize_inputs:
             mean, std = observation_stats(ds, self.spec)
-            # each remembered step is [observation, action]; actions are already in [-1, 1]
-            A, U = self.spec.n_agents, self.spec.max_act_dim
-            step_mean, step_std = torch.cat([mean, torch.zeros(A, 1, U)], -1), torch.cat([std, torch.ones(A, 1, U)], -1)
+            step_mean, step_std = with_action_columns(mean, std, self.spec.max_act_dim)  # each remembered step
             self.actor.net.set_input_normalization(torch.cat([mean, step_mean.repeat(1, 1, cfg.memory)], -1),
                                                    torch.cat([std, step_std.repeat(1, 1, cfg.memory)], -1))
             self.critic.set_input_normalization(*state_stats(ds))
