@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
-from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats, with_action_columns
+from offcoord_agents.data import (BatchSampler, TaskSpec, observation_stats, returns_to_go, stack_agents, state_stats,
+                                  with_action_columns)
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP, cloning_loss
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
@@ -69,6 +70,17 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # update (as TD3+BC anchors TD3): keeps the actors near the data where the model is trusted.
     # 0: the paper's pure PPO.
     bc_weight: float = 0.0
+    # Minibatches of regression of the critic on the dataset's own discounted returns to go
+    # (``data.returns_to_go``) before the first PPO iteration, so it starts at the data's value
+    # scale (hundreds on a running ant) rather than 0, which the value clip lets it leave only 0.2
+    # per iteration. Pairs with ``bc_init_steps``: the returns are the behavior team's. 0: off.
+    critic_init_steps: int = 0
+    # Probability that a rollout which ran its whole horizon (no termination, no disagreement cut)
+    # goes on from its last state in the next iteration instead of restarting from a dataset
+    # state, as online PPO's rollouts go on across iterations. 0: the paper's, every rollout
+    # starts from the data, so the team never meets the states its own policy reaches after
+    # ``horizon`` steps. Not with ``memory``.
+    rollout_continuation: float = 0.0
     # Standardize the actors' observations and the critic's global state with the dataset's mean and
     # std, as ITD3+BC and MAPPO's feature normalization do: the ant's velocities reach 5-11 where
     # its joint angles stay below 1.
@@ -121,6 +133,10 @@ class MOMAPPO(Algorithm):
             raise ValueError(f"memory must be >= 0 steps, got {config.memory}")
         if config.memory and (config.bc_init_steps or config.bc_weight):
             raise ValueError("bc_init_steps and bc_weight clone single observations; they cannot be combined with memory")
+        if not 0 <= config.rollout_continuation <= 1:
+            raise ValueError(f"rollout_continuation is a probability, got {config.rollout_continuation}")
+        if config.memory and config.rollout_continuation:
+            raise ValueError("rollout_continuation cannot be combined with memory (a continued rollout has no dataset past)")
         if config.memory and spec.discrete:
             raise ValueError("memory needs continuous actions (the discrete coordination game is one step long)")
         actor_cls = StackedCategoricalActor if spec.discrete else StackedGaussianActor
@@ -142,6 +158,8 @@ class MOMAPPO(Algorithm):
             self.target_entropy = torch.tensor(spec.act_dims, dtype=torch.float32) * config.target_entropy_per_dim
         self.world_model: WorldModel | None = None
         self.env: WorldModelEnv | None = None
+        self.carried: torch.Tensor | None = None  # (N,) which rollouts go on next iteration (rollout_continuation)
+        self.carried_states: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ setup: the world model
     def setup(self, ds, workdir: Path | None = None) -> None:
@@ -160,6 +178,7 @@ class MOMAPPO(Algorithm):
 
     def state_dict(self):
         return {**super().state_dict(), "rollout_generator": self.env.generator.get_state(),
+                "carried": self.carried, "carried_states": self.carried_states,
                 "log_entropy_coef": self.log_entropy_coef.detach().clone(), "bc_sampler": self.bc_sampler.state_dict()}
 
     def load_state_dict(self, state) -> None:
@@ -167,6 +186,7 @@ class MOMAPPO(Algorithm):
         self.env.generator.set_state(state["rollout_generator"])
         if "bc_sampler" in state:  # checkpoints from before behavior cloning existed never used it
             self.bc_sampler.load_state_dict(state["bc_sampler"])
+        self.carried, self.carried_states = state.get("carried"), state.get("carried_states")
         with torch.no_grad():
             self.log_entropy_coef.copy_(state["log_entropy_coef"])
 
@@ -213,9 +233,14 @@ class MOMAPPO(Algorithm):
     @torch.no_grad()
     def collect(self):
         """Synthetic rollouts with the current actors; returns flat tensors of the valid steps."""
-        env, spec = self.env, self.spec
+        env, spec, cfg = self.env, self.spec, self.config
         obs = env.reset_batch()
+        if self.carried is not None:  # rollout_continuation: some rollouts go on from where they stopped
+            go_on = self.carried & (torch.rand(len(self.carried), generator=env.generator) < cfg.rollout_continuation)
+            starts = torch.where(go_on[:, None], self.carried_states, torch.from_numpy(env.state_batch()))
+            obs = env.reset_batch(start_states=starts.numpy())
         T, N = self.config.horizon, env.num_envs
+        stopped = torch.zeros(N, dtype=torch.bool)  # by termination or a disagreement cut
         memory = self._start_memory(env.start_indices) if self.config.memory else torch.zeros(spec.n_agents, N, 0)
         buf = {k: [] for k in ("obs", "states", "actions", "logp", "rewards", "terms", "ends", "valid", "next_states")}
         raw, cuts = [], []
@@ -238,8 +263,11 @@ class MOMAPPO(Algorithm):
             buf["next_states"].append(torch.from_numpy(env.state_batch()))
             raw.append(info["raw_reward"][info["active_before"]])
             cuts.append(info["disagreement_cut"].sum())
+            stopped |= torch.from_numpy(terms | info["disagreement_cut"])
             if not info["active_before"].any():
                 break
+        if cfg.rollout_continuation:
+            self.carried, self.carried_states = ~stopped, torch.from_numpy(env.state_batch())
         steps = len(buf["rewards"])
         stacked = {k: torch.stack(v) for k, v in buf.items()}  # (T, ...)
         critic_out = self.critic(stacked["states"].reshape(1, -1, spec.state_dim)).view(steps, N)
@@ -284,9 +312,29 @@ class MOMAPPO(Algorithm):
             optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
         return loss.item()
 
+    def fit_critic_to_data(self, steps: int) -> float:
+        """Regress the critic on the dataset's discounted returns to go; returns the last loss."""
+        ds, rng = self.dataset, self.bc_sampler.rng
+        targets = torch.from_numpy(returns_to_go(ds, self.config.gamma))
+        if self.value_norm is None:  # start the output at the targets' mean: Adam's small steps would take long to get there
+            with torch.no_grad():
+                self.critic.layers[-1].bias.add_(targets.mean() - self.critic.layers[-1].bias.mean())
+        for _ in range(steps):
+            rows = np.sort(rng.integers(len(ds), size=self.config.batch_size))
+            ret = targets[rows]
+            if self.value_norm is not None:
+                self.value_norm.update(ret)
+                ret = self.value_norm.normalize(ret)
+            v = self.critic(torch.as_tensor(np.asarray(ds.states[rows], dtype=np.float32)).unsqueeze(0))[0, :, 0]
+            loss = 0.5 * ((v - ret) ** 2).mean()
+            optimize(self.critic_opt, loss, self.critic.parameters(), self.config.grad_clip)
+        return loss.item()
+
     def update(self, batch, step: int) -> dict[str, float]:
         cfg = self.config
         bc = {"bc_loss": self.behavior_clone(cfg.bc_init_steps)} if step == 1 and cfg.bc_init_steps else {}
+        if step == 1 and cfg.critic_init_steps:
+            bc["critic_init_loss"] = self.fit_critic_to_data(cfg.critic_init_steps)
         data, stats = self.collect()
         n = len(data["returns"])
         adv = (data["advantages"] - data["advantages"].mean()) / (data["advantages"].std() + 1e-8)
