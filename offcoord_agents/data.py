@@ -186,22 +186,3 @@ def with_action_columns(mean: torch.Tensor, std: torch.Tensor, act_dim: int) -> 
     columns appended with mean 0 and std 1 (actions already lie in [-1, 1])."""
     shape = (*mean.shape[:-1], act_dim)
     return torch.cat([mean, torch.zeros(shape)], -1), torch.cat([std, torch.ones(shape)], -1)
-
-
-def returns_to_go(ds: "offcoord.Dataset", gamma: float) -> np.ndarray:
-    """Each row's discounted return to the end of its episode, ``(N,)`` float32: the behavior data's
-    own Monte Carlo value of the state. An episode that ends by termination adds nothing after its
-    last reward; one cut by a time limit (or by the dataset's end) adds its own mean reward for ever,
-    ``mean / (1 - gamma)``, a stand-in for the return the cut hid."""
-    rewards = np.asarray(ds.rewards, dtype=np.float64)
-    starts = np.asarray(ds.episode_starts)
-    ends = np.append(starts[1:], len(rewards)) - 1
-    means = np.add.reduceat(rewards, starts) / (ends - starts + 1)
-    out = np.empty(len(rewards))
-    for start, end, mean in zip(starts, ends, means):
-        tail = 0.0 if ds.terminations[end] else mean / (1 - gamma)
-        g = tail
-        for t in range(end, start - 1, -1):
-            g = rewards[t] + gamma * g
-            out[t] = g
-    return out.astype(np.float32)

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
-from offcoord_agents.data import (BatchSampler, TaskSpec, observation_stats, returns_to_go, stack_agents, state_stats,
-                                  with_action_columns)
+from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats, with_action_columns
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP, cloning_loss
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
@@ -70,11 +69,6 @@ class MOMAPPOConfig(TrainConfig, ModelBasedOptions):  # world-model and rollout 
     # update (as TD3+BC anchors TD3): keeps the actors near the data where the model is trusted.
     # 0: the paper's pure PPO.
     bc_weight: float = 0.0
-    # Minibatches of regression of the critic on the dataset's own discounted returns to go
-    # (``data.returns_to_go``) before the first PPO iteration, so it starts at the data's value
-    # scale (hundreds on a running ant) rather than 0, which the value clip lets it leave only 0.2
-    # per iteration. Pairs with ``bc_init_steps``: the returns are the behavior team's. 0: off.
-    critic_init_steps: int = 0
     # Probability that a rollout which ran its whole horizon (no termination, no disagreement cut)
     # goes on from its last state in the next iteration instead of restarting from a dataset
     # state, as online PPO's rollouts go on across iterations. 0: the paper's, every rollout
@@ -312,29 +306,9 @@ class MOMAPPO(Algorithm):
             optimize(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
         return loss.item()
 
-    def fit_critic_to_data(self, steps: int) -> float:
-        """Regress the critic on the dataset's discounted returns to go; returns the last loss."""
-        ds, rng = self.dataset, self.bc_sampler.rng
-        targets = torch.from_numpy(returns_to_go(ds, self.config.gamma))
-        if self.value_norm is None:  # start the output at the targets' mean: Adam's small steps would take long to get there
-            with torch.no_grad():
-                self.critic.layers[-1].bias.add_(targets.mean() - self.critic.layers[-1].bias.mean())
-        for _ in range(steps):
-            rows = np.sort(rng.integers(len(ds), size=self.config.batch_size))
-            ret = targets[rows]
-            if self.value_norm is not None:
-                self.value_norm.update(ret)
-                ret = self.value_norm.normalize(ret)
-            v = self.critic(torch.as_tensor(np.asarray(ds.states[rows], dtype=np.float32)).unsqueeze(0))[0, :, 0]
-            loss = 0.5 * ((v - ret) ** 2).mean()
-            optimize(self.critic_opt, loss, self.critic.parameters(), self.config.grad_clip)
-        return loss.item()
-
     def update(self, batch, step: int) -> dict[str, float]:
         cfg = self.config
         bc = {"bc_loss": self.behavior_clone(cfg.bc_init_steps)} if step == 1 and cfg.bc_init_steps else {}
-        if step == 1 and cfg.critic_init_steps:
-            bc["critic_init_loss"] = self.fit_critic_to_data(cfg.critic_init_steps)
         data, stats = self.collect()
         n = len(data["returns"])
         adv = (data["advantages"] - data["advantages"].mean()) / (data["advantages"].std() + 1e-8)
