@@ -7,10 +7,12 @@ itself (its reward and termination), so there is no model error, no uncertainty 
 disagreement cut. If the team does not improve here, the learner's side (short rollouts from the
 data's states, the critic, PPO's settings) is what holds it back, not the world model.
 
-    python scripts/ant_true_dynamics.py --out runs/ant/true_dynamics --set bc_init_steps=5000
+    python scripts/ant_true_dynamics.py --out runs/ant/true_dynamics --set normalize_inputs=True \
+        --set initial_std=0.38 --set rollout_continuation=0.9 --set clip_value_loss=False
 
-Same flags as ``offcoord-agents train momappo`` (``--seed``, ``--steps``, ``--set``); the dataset
-defaults to ``ant-full-replay-po``.
+(the run in docs/results.md that learns). ``--seed``, ``--steps`` and ``--set`` are those of
+``offcoord-agents train momappo``, with a budget of 400 iterations; the dataset defaults to
+``ant-full-replay-po``.
 """
 
 from __future__ import annotations
