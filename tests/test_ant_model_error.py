@@ -19,7 +19,7 @@ def script():
     return module
 
 
-def test_model_errors_measure_what_the_rollouts_measure(script, cache):
+def test_model_errors_measure_what_the_rollouts_measure(script, cache, tmp_path):
     """``eps_g`` on real transitions is the one ``WorldModelEnv`` cuts on for the same state and action,
     and real episodes chain: each step's next state is the following step's state."""
     from offcoord_agents.data import TaskSpec, joint_action_matrix
@@ -43,13 +43,16 @@ def test_model_errors_measure_what_the_rollouts_measure(script, cache):
     assert np.isfinite(errors["state_err"]).all() and (errors["reward_err"] >= 0).all()
 
     actor = StackedGaussianActor(spec.n_agents, spec.max_obs_dim, spec.max_act_dim, (8,))
-    team = TeamPolicy(spec, actor, "gaussian")
-    act = lambda obs, state: {a: team[a](obs[a]) for a in obs}  # noqa: E731
-    (s, a, ns, r), returns = script.real_transitions(act, lambda: None, ds.env_id, spec, episodes=2, max_steps=15, seed=5)
+    TeamPolicy(spec, actor, "gaussian").save(tmp_path / "policy.pt")
+    act = script.team_actor(str(tmp_path), spec, ds.env_id)
+    (s, a, ns, r), returns = script.real_transitions(act, ds.env_id, spec, episodes=2, max_steps=15, seed=5)
     assert s.shape == ns.shape == (len(r), spec.state_dim) and a.shape == (len(r), spec.joint_act_dim)
     assert len(returns) == 2 and np.isclose(returns.sum(), r.sum(), atol=1e-3)
     breaks = np.flatnonzero(np.abs(s[1:] - ns[:-1]).max(-1) > 0)  # the only break is between the episodes
     assert len(breaks) <= 1
+
+    stats = script.model_rollouts(act, WorldModelEnv(model, ds, num_envs=32, seed=0), steps=5, gamma=0.99)
+    assert 0 < stats["length"] <= 5 and 0 <= stats["cut"] <= 1 and np.isfinite(stats["return"])
 
 
 def test_the_experts_real_steps_are_the_datas(script, cache):
@@ -60,7 +63,7 @@ def test_the_experts_real_steps_are_the_datas(script, cache):
 
     ds = offcoord.load_dataset("ant-full-replay-po", size=600, progress=False)
     spec = TaskSpec.from_dataset(ds)
-    (s, a, ns, r), returns = script.real_transitions(*script.team_actor("ant-expert.npz", ds.env_id), ds.env_id, spec,
+    (s, a, ns, r), returns = script.real_transitions(script.team_actor("ant-expert.npz", spec, ds.env_id), ds.env_id, spec,
                                                      episodes=1, max_steps=60, seed=20_000)
     assert len(r) == 60 and r[20:].mean() > 2.5
     env = offcoord.make(ds.env_id)
