@@ -30,11 +30,12 @@ _LAYERS = ("hidden_w0", "hidden_b0", "hidden_w1", "hidden_b1", "mean_w", "mean_b
 
 
 class MLPPolicy:
-    """A tanh-squashed Gaussian MLP policy (a SAC actor) evaluated with numpy, batched.
+    """A tanh-squashed Gaussian MLP policy (a SAC actor) evaluated with numpy, on a batch of rows.
 
     ``act(obs)`` takes ``(obs_dim,)`` or ``(N, obs_dim)`` observations and returns float32
     actions of the matching shape: the deterministic action ``tanh(mean)`` (scaled) with
     ``deterministic=True``, else ``tanh(mean + std * eps)`` with ``eps`` drawn from ``rng``.
+    A row's action is the same bits whatever batch it comes in.
     """
 
     def __init__(self, params: dict[str, np.ndarray], meta: dict | None = None):
@@ -49,11 +50,19 @@ class MLPPolicy:
         self.log_std_max = float(self.params["log_std_max"])
 
     def _heads(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # One vector-matrix product per row, never a matrix product over the batch: on some CPUs
+        # BLAS rounds a row of a batch differently from the same row alone or in a batch of another
+        # size (OpenBLAS on an AMD EPYC: about 1e-7), so a dataset's episodes, stepped in waves,
+        # would depend on how they were grouped (and on the number of worker processes).
         p = self.params
-        h = np.maximum(obs @ p["hidden_w0"] + p["hidden_b0"], 0.0)
-        h = np.maximum(h @ p["hidden_w1"] + p["hidden_b1"], 0.0)
-        mean = h @ p["mean_w"] + p["mean_b"]
-        log_std = np.tanh(h @ p["logstd_w"] + p["logstd_b"])
+        mean = np.empty((len(obs), self.act_dim), np.float32)
+        pre_log_std = np.empty((len(obs), self.act_dim), np.float32)
+        for i, row in enumerate(obs):
+            h = np.maximum(row @ p["hidden_w0"] + p["hidden_b0"], 0.0)
+            h = np.maximum(h @ p["hidden_w1"] + p["hidden_b1"], 0.0)
+            mean[i] = h @ p["mean_w"] + p["mean_b"]
+            pre_log_std[i] = h @ p["logstd_w"] + p["logstd_b"]
+        log_std = np.tanh(pre_log_std)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1.0)
         return mean, log_std
 

@@ -51,7 +51,9 @@ def test_bytes_do_not_depend_on_the_number_of_worker_processes(tmp_path):
     reacher = card_from_bytes(
         offcoord.registry.dataset_card("reacher2-expert").path.read_bytes(), tmp_path / "reacher2-expert.toml"
     ).resized(1_275)  # 25 full episodes and a cut one
-    ant = load_cards()["ant-expert"].resized(1_200)
+    # two and a half 1,000-step episodes: one worker steps them in waves of two, two workers one by
+    # one, so the batched policy sees batches of other sizes (a row must not round differently)
+    ant = load_cards()["ant-expert"].resized(2_500)
     for card in (reacher, ant):
         one = generate(card, root=tmp_path / "one", progress=False, workers=1)
         two = generate(card, root=tmp_path / "two", progress=False, workers=2)
