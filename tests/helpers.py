@@ -1,5 +1,9 @@
 """Helpers shared by the tests."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import offcoord
 from gymnasium import spaces
@@ -7,6 +11,15 @@ from gymnasium import spaces
 # Fields of a run's results.json that are facts about the machine or the session, not the run:
 # they may differ between two equal runs.
 TIMING = ("train_seconds_this_session", "train_cpu_seconds_this_session")
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def dataset_copy(ds, rewards=None, manifest=None, termination_rule=None):

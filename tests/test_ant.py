@@ -1,6 +1,5 @@
 """The four-agent ant (ant-fo / ant-po), its numpy behavior policies and the SAC training script."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test
 
-from helpers import rollout, same
+from helpers import load_script, rollout, same
 
 import offcoord
 from offcoord.envs import ant
@@ -218,11 +217,7 @@ def test_numpy_policy_shapes_and_sampling():
 
 
 def _load_training_script():
-    spec = importlib.util.spec_from_file_location("train_ant_sac", ROOT / "scripts" / "train_ant_sac.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_ant_sac")
 
 
 def test_numpy_policy_matches_the_torch_actor(tmp_path):

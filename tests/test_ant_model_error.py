@@ -1,22 +1,16 @@
 """scripts/ant_model_error.py: the world model's disagreement and error along real transitions (a diagnostic)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import offcoord
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ant_model_error.py"
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("ant_model_error", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ant_model_error")
 
 
 def test_model_errors_measure_what_the_rollouts_measure(script, cache, tmp_path):

@@ -1,22 +1,16 @@
 """scripts/ant_true_dynamics.py: MOMA-PPO's rollouts stepped by the real Ant-v5 (a diagnostic)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import offcoord
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ant_true_dynamics.py"
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("ant_true_dynamics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ant_true_dynamics")
 
 
 def test_simulator_rollouts_replay_the_datasets_own_steps(script, cache):
