@@ -60,7 +60,9 @@ def team_actor(name: str, spec: TaskSpec, env_id: str):
     if name.endswith(".npz"):
         from offcoord.policies import PolicyBehavior
 
-        behavior, layout = PolicyBehavior(name, deterministic=True), offcoord.make(env_id).layout
+        env = offcoord.make(env_id)
+        behavior, layout = PolicyBehavior(name, deterministic=True), env.layout
+        env.close()  # only its action layout is needed
         return lambda obs, states: layout.split(behavior.policy.act(states, deterministic=True))
     team = load_policy(name if name.endswith(".pt") else f"{name}/policy.pt")
     if team.memory:
