@@ -111,6 +111,12 @@ class ModelBasedOptions:
         return WorldModelEnv(model, ds, self.rollout_config(), num_envs=num_envs, seed=seed)
 
 
+def draw_start_rows(dataset: "offcoord.Dataset", n: int, generator: torch.Generator) -> np.ndarray:
+    """``n`` dataset rows drawn uniformly with replacement: the start states of ``n`` rollouts
+    (sorted; the rollouts' order does not matter)."""
+    return np.sort(torch.randint(len(dataset), (n,), generator=generator).numpy())
+
+
 class WorldModelEnv(ParallelEnv):
     metadata = {"name": "offcoord_world_model_v0", "render_modes": [], "is_parallelizable": True}
 
@@ -151,7 +157,7 @@ class WorldModelEnv(ParallelEnv):
             self.generator.manual_seed(seed)
         self.start_indices = None  # dataset rows the rollouts start from (None for given start_states)
         if start_states is None:
-            self.start_indices = np.sort(torch.randint(len(self.dataset), (self.num_envs,), generator=self.generator).numpy())
+            self.start_indices = draw_start_rows(self.dataset, self.num_envs, self.generator)
             start_states = self.dataset.states[self.start_indices]
         self._states = torch.as_tensor(np.asarray(start_states, dtype=np.float32)).clone()
         self.num_envs = len(self._states)

@@ -26,6 +26,7 @@ import offcoord_agents
 from offcoord.envs.ant import LAYOUT, STATE_DIM, Ant4x2Env
 from offcoord_agents.algos.momappo import MOMAPPO
 from offcoord_agents.cli import _parse_set  # the CLI's own --set parser
+from offcoord_agents.world_model_env import draw_start_rows
 
 N_QPOS = 13  # qpos[2:] (torso z, quaternion, 8 joint angles); the state's other 14 entries are qvel
 
@@ -49,7 +50,7 @@ class SimulatorRollouts:
     def reset_batch(self, start_states=None):
         self.start_indices = None
         if start_states is None:
-            self.start_indices = np.sort(torch.randint(len(self.dataset), (self.num_envs,), generator=self.generator).numpy())
+            self.start_indices = draw_start_rows(self.dataset, self.num_envs, self.generator)
             start_states = self.dataset.states[self.start_indices]
         self._states = np.asarray(start_states, np.float32).copy()
         self._active = np.ones(self.num_envs, bool)
