@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rates = {}
     for name in names:
         cls = algorithm_class(name)
+        if not cls.uses_batches:  # trains on its own synthetic rollouts: bench_momappo measures it
+            print(f"{name:<10}{'(no dataset batches: see bench_momappo)':<34}")
+            continue
         spec = ANT_PO if not cls.centralized else TaskSpec("bench", "ant-fo", ANT_PO.agents, (27,) * 4, (2,) * 4, False, 27)
         if not cls.supports_continuous:
             spec = COORD
