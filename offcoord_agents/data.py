@@ -120,6 +120,16 @@ def joint_action_matrix(spec: TaskSpec, actions: dict[str, np.ndarray]) -> np.nd
     return np.concatenate(parts, axis=1)
 
 
+def split_joint_action(spec: TaskSpec, joint: np.ndarray) -> dict[str, np.ndarray]:
+    """Inverse of :func:`joint_action_matrix` for continuous agents: ``(..., joint_act_dim)`` -> ``{agent: (..., d_i)}``."""
+    joint = np.asarray(joint)
+    if spec.discrete or joint.shape[-1] != spec.joint_act_dim:
+        raise ValueError(f"expected continuous joint actions of width {spec.joint_act_dim} for {spec.env_id}, "
+                         f"got shape {joint.shape}")
+    offsets = np.cumsum((0,) + tuple(spec.act_dims))
+    return {a: joint[..., offsets[i] : offsets[i + 1]] for i, a in enumerate(spec.agents)}
+
+
 def to_torch_batch(spec: TaskSpec, batch: "offcoord.Batch", device: torch.device | str = "cpu") -> TorchBatch:
     agents = spec.agents
     if spec.discrete:

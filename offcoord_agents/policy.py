@@ -20,7 +20,7 @@ from offcoord.fileio import atomic_write_bytes, sha256_bytes
 from torch import nn
 
 from offcoord_agents import nets
-from offcoord_agents.data import TaskSpec
+from offcoord_agents.data import TaskSpec, split_joint_action
 
 POLICY_FORMAT = 1
 
@@ -142,8 +142,7 @@ class CentralizedPolicy:
                     joint, out[a] = divmod(joint, n)
                 return {a: out[a] for a in spec.agents}
             action = self.actor.deterministic(state)[0, 0].cpu().numpy().astype(np.float32)
-        offsets = np.cumsum((0,) + spec.act_dims)
-        return {a: action[offsets[i] : offsets[i + 1]] for i, a in enumerate(spec.agents)}
+        return split_joint_action(spec, action)
 
     def save(self, path: str | Path) -> Path:
         return _save(path, {"kind": self.kind, "centralized": True}, self.spec, self.actor, self.meta)

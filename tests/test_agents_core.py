@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 import offcoord  # noqa: E402
 import offcoord_agents  # noqa: E402
 from offcoord.fileio import json_bytes, sha256_bytes  # noqa: E402
-from offcoord_agents.data import BatchSampler, TaskSpec  # noqa: E402
+from offcoord_agents.data import BatchSampler, TaskSpec, joint_action_matrix, split_joint_action  # noqa: E402
 from offcoord_agents.nets import StackedGaussianActor, StackedMLP  # noqa: E402
 from helpers import dataset_copy  # noqa: E402
 
@@ -54,6 +54,16 @@ def test_task_spec_and_batches(tiny_datasets):
     db = BatchSampler(tiny_datasets["coordination-game"], disc, 8, seed=0).sample()
     assert disc.discrete and db.actions.dtype == torch.int64 and db.joint_actions.shape == (8, 4)
     assert torch.all(db.joint_actions.sum(1) == 2)  # one-hot per agent
+
+
+def test_split_joint_action_inverts_joint_action_matrix():
+    spec = TaskSpec(dataset_id="x-v0", env_id="x", agents=("a", "b", "c"), obs_dims=(3, 3, 3), act_dims=(2, 1, 3), discrete=False, state_dim=5)
+    actions = {"a": np.arange(8.0).reshape(4, 2), "b": np.arange(4.0).reshape(4, 1), "c": -np.arange(12.0).reshape(4, 3)}
+    split = split_joint_action(spec, joint_action_matrix(spec, actions))
+    assert list(split) == ["a", "b", "c"] and all(np.array_equal(split[k], v) for k, v in actions.items())
+    assert np.array_equal(split_joint_action(spec, np.arange(6.0))["c"], [3.0, 4.0, 5.0])  # one action, no batch axis
+    with pytest.raises(ValueError, match="width 6"):
+        split_joint_action(spec, np.zeros((4, 5)))
 
 
 def test_decentralized_policy_uses_only_its_own_observation(tiny_datasets):

@@ -53,7 +53,7 @@ def test_the_experts_real_steps_are_the_datas(script, cache):
     """The expert behavior acts through the legs' split of its joint action, and its joint actions are
     recorded in the model's order (agent by agent): replaying the first one by agent gives the
     recorded next state (the expert walks: about 4 reward per step)."""
-    from offcoord_agents.data import TaskSpec
+    from offcoord_agents.data import TaskSpec, split_joint_action
 
     ds = offcoord.load_dataset("ant-full-replay-po", size=600, progress=False)
     spec = TaskSpec.from_dataset(ds)
@@ -62,6 +62,5 @@ def test_the_experts_real_steps_are_the_datas(script, cache):
     assert len(r) == 60 and r[20:].mean() > 2.5
     env = offcoord.make(ds.env_id)
     env.reset(seed=20_000)
-    ends = np.cumsum(spec.act_dims)
-    env.step({agent: a[0, end - d : end] for agent, d, end in zip(spec.agents, spec.act_dims, ends)})
+    env.step(split_joint_action(spec, a[0]))
     np.testing.assert_allclose(env.state(), ns[0], atol=1e-6)
