@@ -111,6 +111,17 @@ def stack_agents(per_agent: dict[str, np.ndarray], agents, width: int) -> np.nda
     return out
 
 
+def unstack_actions(spec: TaskSpec, stacked) -> dict[str, np.ndarray]:
+    """Inverse of :func:`stack_agents` for actions: ``(A, B, max_act_dim)`` (a NumPy array or a CPU
+    tensor) -> ``{agent: (B, d_i)}``, the padding dropped; discrete agents' rows are returned as they are."""
+    stacked = np.asarray(stacked)
+    if stacked.shape[0] != spec.n_agents:
+        raise ValueError(f"expected actions stacked over the {spec.n_agents} agents of {spec.env_id}, got shape {stacked.shape}")
+    if spec.discrete:
+        return {a: stacked[i] for i, a in enumerate(spec.agents)}
+    return {a: stacked[i, :, :d] for i, (a, d) in enumerate(zip(spec.agents, spec.act_dims))}
+
+
 def joint_action_matrix(spec: TaskSpec, actions: dict[str, np.ndarray]) -> np.ndarray:
     """Concatenate per-agent actions in agent order (one-hot for discrete agents): ``(B, joint_act_dim)``."""
     parts = []

@@ -32,7 +32,7 @@ import torch
 from offcoord_agents.algos.momappo import MOMAPPO
 from offcoord_agents.cli import _parse_set  # the CLI's own --set parser
 from offcoord_agents.core import make_config
-from offcoord_agents.data import TaskSpec, joint_action_matrix, stack_agents
+from offcoord_agents.data import TaskSpec, joint_action_matrix, stack_agents, unstack_actions
 from offcoord_agents.policy import load_policy
 from offcoord_agents.world_model import disagreement, fit_or_load, world_model_config
 from offcoord_agents.world_model_env import WorldModelEnv
@@ -73,7 +73,7 @@ def team_actor(name: str, spec: TaskSpec, env_id: str):
             x = torch.from_numpy(stack_agents({a: np.asarray(o, np.float32) for a, o in obs.items()}, spec.agents,
                                               spec.max_obs_dim))
             out = team.actor.deterministic(x).numpy()
-        return {a: out[i, :, :d] for i, (a, d) in enumerate(zip(spec.agents, spec.act_dims))}
+        return unstack_actions(spec, out)
 
     return act
 

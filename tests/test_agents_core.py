@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 import offcoord  # noqa: E402
 import offcoord_agents  # noqa: E402
 from offcoord.fileio import json_bytes, sha256_bytes  # noqa: E402
-from offcoord_agents.data import BatchSampler, TaskSpec, joint_action_matrix, split_joint_action  # noqa: E402
+from offcoord_agents.data import BatchSampler, TaskSpec, joint_action_matrix, split_joint_action, stack_agents, unstack_actions  # noqa: E402
 from offcoord_agents.nets import StackedGaussianActor, StackedMLP  # noqa: E402
 from helpers import dataset_copy  # noqa: E402
 
@@ -64,6 +64,18 @@ def test_split_joint_action_inverts_joint_action_matrix():
     assert np.array_equal(split_joint_action(spec, np.arange(6.0))["c"], [3.0, 4.0, 5.0])  # one action, no batch axis
     with pytest.raises(ValueError, match="width 6"):
         split_joint_action(spec, np.zeros((4, 5)))
+
+
+def test_unstack_actions_inverts_stack_agents():
+    spec = TaskSpec(dataset_id="x-v0", env_id="x", agents=("a", "b"), obs_dims=(3, 3), act_dims=(2, 1), discrete=False, state_dim=5)
+    actions = {"a": np.arange(8.0).reshape(4, 2), "b": -np.arange(4.0).reshape(4, 1)}
+    stacked = stack_agents(actions, spec.agents, spec.max_act_dim)
+    back = unstack_actions(spec, torch.from_numpy(stacked))  # a tensor, as the training loops pass it
+    assert list(back) == ["a", "b"] and all(np.array_equal(back[k], v) for k, v in actions.items())
+    discrete = TaskSpec(dataset_id="y-v0", env_id="y", agents=("a", "b"), obs_dims=(1, 1), act_dims=(3, 3), discrete=True, state_dim=1)
+    assert np.array_equal(unstack_actions(discrete, np.array([[0, 2], [1, 1]]))["b"], [1, 1])  # index rows as they are
+    with pytest.raises(ValueError, match="2 agents"):
+        unstack_actions(spec, np.zeros((3, 4, 2)))
 
 
 def test_decentralized_policy_uses_only_its_own_observation(tiny_datasets):

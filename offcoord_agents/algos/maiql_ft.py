@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from offcoord_agents.algos.maiql import MAIQL, MAIQLConfig
-from offcoord_agents.data import TaskSpec, TorchBatch, joint_action_matrix, stack_agents
+from offcoord_agents.data import TaskSpec, TorchBatch, joint_action_matrix, stack_agents, unstack_actions
 from offcoord_agents.world_model import WorldModel
 from offcoord_agents.world_model_env import ModelBasedOptions, WorldModelEnv
 
@@ -167,9 +167,7 @@ class MAIQLFT(MAIQL):
             states = torch.from_numpy(env.state_batch())
             o = torch.from_numpy(stack_agents(obs, spec.agents, spec.max_obs_dim)).to(self.device)
             actions = self._act(o)
-            env_actions = {a: actions[i].numpy() if spec.discrete else actions[i, :, :d].numpy()
-                           for i, (a, d) in enumerate(zip(spec.agents, spec.act_dims))}
-            obs, rewards, terms, truncs, info = env.step_batch(env_actions)
+            obs, rewards, terms, truncs, info = env.step_batch(unstack_actions(spec, actions))
             alive = torch.from_numpy(info["active_before"])
             self.buffer.add(states[alive], actions.transpose(0, 1)[alive], torch.from_numpy(rewards)[alive],
                             torch.from_numpy(terms)[alive].float(), torch.from_numpy(env.state_batch())[alive])
@@ -189,13 +187,11 @@ class MAIQLFT(MAIQL):
         idx = torch.randint(len(buf), (n,), generator=self.generator)
         states, next_states, actions = buf.states[idx], buf.next_states[idx], buf.actions[idx].transpose(0, 1)
         view = self.dataset.view
-        per_agent = {a: actions[i].numpy() if spec.discrete else actions[i, :, :d].numpy()
-                     for i, (a, d) in enumerate(zip(spec.agents, spec.act_dims))}
         return TorchBatch(
             obs=torch.from_numpy(stack_agents(view(states.numpy()), spec.agents, spec.max_obs_dim)).to(dev),
             next_obs=torch.from_numpy(stack_agents(view(next_states.numpy()), spec.agents, spec.max_obs_dim)).to(dev),
             actions=actions.to(dev),
-            joint_actions=torch.from_numpy(joint_action_matrix(spec, per_agent)).to(dev),
+            joint_actions=torch.from_numpy(joint_action_matrix(spec, unstack_actions(spec, actions))).to(dev),
             rewards=buf.rewards[idx].to(dev),
             dones=buf.dones[idx].to(dev),
             states=states.to(dev),

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from offcoord_agents.core import Algorithm, TrainConfig, optimize
-from offcoord_agents.data import BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats, with_action_columns
+from offcoord_agents.data import (BatchSampler, TaskSpec, observation_stats, stack_agents, state_stats, unstack_actions,
+                                  with_action_columns)
 from offcoord_agents.nets import StackedCategoricalActor, StackedGaussianActor, StackedMLP, cloning_loss
 from offcoord_agents.policy import TeamPolicy, push_history
 from offcoord_agents.world_model import WorldModel
@@ -204,10 +205,7 @@ class MOMAPPO(Algorithm):
         return actions, log_prob, entropy
 
     def _to_env_actions(self, actions: torch.Tensor) -> dict[str, np.ndarray]:
-        out = {}
-        for i, (a, d) in enumerate(zip(self.spec.agents, self.spec.act_dims)):
-            out[a] = actions[i].numpy() if self.spec.discrete else actions[i, :, :d].clamp(-1, 1).numpy()
-        return out
+        return unstack_actions(self.spec, actions if self.spec.discrete else actions.clamp(-1, 1))
 
     def _start_memory(self, starts: np.ndarray) -> torch.Tensor:
         """``(A, N, memory * (O + U))``: the steps that precede each start state in its dataset episode,
