@@ -31,8 +31,8 @@ class StackedLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-        """``(members, batch, in) -> (members, batch, out)``; with ``members`` (indices), only those layers."""
+    def forward(self, x: torch.Tensor, members: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """``(members, batch, in) -> (members, batch, out)``; with ``members`` (indices or a slice), only those layers."""
         if members is None:
             return torch.baddbmm(self.bias, x, self.weight)
         return torch.baddbmm(self.bias[members], x, self.weight[members])
@@ -57,8 +57,8 @@ class StackedMLP(nn.Module):
         self.input_mean.copy_(mean.reshape(self.input_mean.shape))
         self.input_std.copy_(std.reshape(self.input_std.shape))
 
-    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-        """``(members, batch, in) -> (members, batch, out)``; with ``members`` (indices), only those MLPs."""
+    def forward(self, x: torch.Tensor, members: torch.Tensor | slice | None = None) -> torch.Tensor:
+        """``(members, batch, in) -> (members, batch, out)``; with ``members`` (indices or a slice), only those MLPs."""
         if members is None:
             x = (x - self.input_mean) / self.input_std
         else:
@@ -230,6 +230,11 @@ class StackedTwinCritic(nn.Module):
         """``x (members, batch, in)`` -> ``(q1, q2)`` each ``(members, batch)``."""
         q = self.net(x.repeat(2, 1, 1)).squeeze(-1)
         return q[: self.members], q[self.members :]
+
+    def q1(self, x: torch.Tensor) -> torch.Tensor:
+        """Only the first Q-function, ``(members, batch)``: the numbers of ``forward(x)[0]`` at half
+        the cost (actor losses and OMAR's action search read Q1 alone)."""
+        return self.net(x, slice(0, self.members)).squeeze(-1)
 
 
 class HyperMixer(nn.Module):

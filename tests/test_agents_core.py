@@ -15,7 +15,7 @@ import offcoord  # noqa: E402
 import offcoord_agents  # noqa: E402
 from offcoord.fileio import json_bytes, sha256_bytes  # noqa: E402
 from offcoord_agents.data import BatchSampler, TaskSpec, joint_action_matrix, split_joint_action, stack_agents, unstack_actions  # noqa: E402
-from offcoord_agents.nets import StackedGaussianActor, StackedMLP  # noqa: E402
+from offcoord_agents.nets import StackedGaussianActor, StackedMLP, StackedTwinCritic  # noqa: E402
 from helpers import dataset_copy  # noqa: E402
 
 SMALL = {"hidden": (32, 32), "eval_episodes": 2}
@@ -32,6 +32,18 @@ def test_stacked_mlp_equals_separate_networks_and_agents_are_independent():
     y[1] += 10.0  # change only agent 1's input
     changed = net(y)
     assert torch.equal(changed[0], out[0]) and torch.equal(changed[2], out[2]) and not torch.equal(changed[1], out[1])
+
+
+def test_twin_critic_q1_alone_gives_the_same_numbers_and_gradients():
+    torch.manual_seed(0)
+    critic = StackedTwinCritic(4, 17, (64, 64))
+    x = torch.randn(4, 300, 17, requires_grad=True)
+    full = critic(x)[0]
+    (grad_full,) = torch.autograd.grad(full.sum(), x)
+    alone = critic.q1(x)
+    (grad_alone,) = torch.autograd.grad(alone.sum(), x)
+    # bit for bit, so actor losses and OMAR's search train exactly as with both twins computed
+    assert torch.equal(alone, full) and torch.equal(grad_alone, grad_full)
 
 
 def test_zero_padding_gets_zero_gradient():

@@ -43,12 +43,16 @@ class ICQL(ITD3BC):
         act_dims = torch.tensor(spec.act_dims, dtype=torch.float32, device=device)
         self.uniform_log_density = (act_dims * math.log(0.5)).view(-1, 1, 1)  # uniform on [-1, 1]^U_i
 
+    @staticmethod
+    def sample_inputs(obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Critic inputs for ``K`` actions per observation: ``obs (A, B, O)``, ``actions (A, B, K, U)`` -> ``(A, B * K, O + U)``."""
+        A, B, K, _ = actions.shape
+        return torch.cat([obs.unsqueeze(2).expand(A, B, K, obs.shape[-1]), actions], -1).reshape(A, B * K, -1)
+
     def q_of_samples(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Twin Q of ``K`` actions per observation: ``obs (A, B, O)``, ``actions (A, B, K, U)`` -> ``(A, B, K)`` each."""
-        A, B, K, U = actions.shape
-        x = torch.cat([obs.unsqueeze(2).expand(A, B, K, obs.shape[-1]), actions], -1).reshape(A, B * K, -1)
-        q1, q2 = self.critic(x)
-        return q1.view(A, B, K), q2.view(A, B, K)
+        """Twin Q of ``K`` actions per observation: ``(A, B, K)`` each."""
+        q1, q2 = self.critic(self.sample_inputs(obs, actions))
+        return q1.view(actions.shape[:3]), q2.view(actions.shape[:3])
 
     def _sample_around_policy(self, obs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``k`` noisy policy actions per observation and their log-density under the noise ``(A, B, k)``."""
@@ -84,6 +88,6 @@ class ICQL(ITD3BC):
 
     def actor_loss(self, batch: TorchBatch) -> tuple[torch.Tensor, dict[str, float]]:
         pi = self.actor(batch.obs) * self.act_mask
-        q = self.critic(torch.cat([batch.obs, pi], -1))[0]
+        q = self.critic.q1(torch.cat([batch.obs, pi], -1))
         loss = -q.mean(1).sum()
         return loss, {"actor_loss": loss.item()}

@@ -73,7 +73,7 @@ class ITD3BC(Algorithm):
 
     def actor_loss(self, batch: TorchBatch) -> tuple[torch.Tensor, dict[str, float]]:
         pi = self.actor(batch.obs) * self.act_mask
-        q = self.critic(torch.cat([batch.obs, pi], -1))[0]  # (A, B)
+        q = self.critic.q1(torch.cat([batch.obs, pi], -1))  # (A, B)
         lmbda = self.config.alpha / q.abs().mean(1, keepdim=True).detach()  # per agent
         bc = ((pi - batch.actions) ** 2).sum(-1) / self.act_dims  # mean over each agent's real action dims
         loss = (-lmbda * q + bc).mean(1).sum()

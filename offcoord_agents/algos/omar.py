@@ -42,21 +42,21 @@ class OMAR(ICQL):
         with torch.no_grad():
             for _ in range(cfg.cem_iterations):
                 samples = (mu + std * torch.randn(A, B, cfg.cem_samples, U, device=obs.device)).clamp(-1, 1) * mask
-                q = self.q_of_samples(obs, samples)[0]  # (A, B, K)
+                q = self.critic.q1(self.sample_inputs(obs, samples)).view(A, B, -1)  # (A, B, K)
                 elite_idx = q.topk(cfg.cem_elites, dim=-1).indices
                 elites = samples.gather(2, elite_idx.unsqueeze(-1).expand(-1, -1, -1, U))
                 mu, std = elites.mean(2, keepdim=True), elites.std(2, keepdim=True) + 1e-6
             best = samples.gather(2, q.argmax(-1, keepdim=True).unsqueeze(-1).expand(-1, -1, -1, U)).squeeze(2)
             best_q = q.max(-1).values
             pi = self.actor(obs) * self.act_mask
-            pi_q = self.critic(torch.cat([obs, pi], -1))[0]
+            pi_q = self.critic.q1(torch.cat([obs, pi], -1))
             return torch.where((best_q > pi_q).unsqueeze(-1), best, pi)
 
     def actor_loss(self, batch: TorchBatch) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config.omar_coefficient
         target_actions = self.search_actions(batch.obs)
         pi = self.actor(batch.obs) * self.act_mask
-        q = self.critic(torch.cat([batch.obs, pi], -1))[0]
+        q = self.critic.q1(torch.cat([batch.obs, pi], -1))
         rectify = ((pi - target_actions) ** 2).sum(-1) / self.act_dims
         loss = ((1 - c) * -q + c * rectify).mean(1).sum()
         return loss, {"actor_loss": loss.item(), "rectify_mse": rectify.mean().item()}
