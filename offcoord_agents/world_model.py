@@ -16,7 +16,7 @@ Reusable on its own::
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,33 +48,6 @@ class WorldModelConfig:
     log_std_min: float = -6.0
     log_std_max: float = 2.0
     termination_weight: float = 1.0  # weight of the BCE term
-    # Multi-step fine-tuning, off by default (the paper's one-step fit). After the one-step fit,
-    # ``multistep_steps`` more gradient steps train every member on its own open-loop predictions
-    # over ``multistep_horizon`` consecutive steps of the data's episodes: the data's actions act,
-    # the member's mean next state is fed back as its next input, and each step's Gaussian NLL is
-    # taken against the data's next state from there. A one-step fit is trained only on the data's
-    # states, so its errors compound along a rollout and its members disagree on the states they
-    # themselves predict (the ant's expert was cut in 97% of 100-step rollouts, docs/results.md).
-    multistep_horizon: int = 1
-    multistep_steps: int = 0
-    multistep_lr: float = 1e-4  # below the fit's: the fine-tuning starts from a converged fit
-
-    def __post_init__(self):
-        if self.multistep_horizon < 1 or self.multistep_steps < 0:
-            raise ValueError(f"multistep_horizon must be >= 1 and multistep_steps >= 0, got "
-                             f"{self.multistep_horizon} and {self.multistep_steps}")
-
-    def one_step(self) -> "WorldModelConfig":
-        """This configuration without the multi-step fine-tuning: the fit it starts from."""
-        return replace(self, multistep_horizon=1, multistep_steps=0, multistep_lr=WorldModelConfig.multistep_lr)
-
-    def key(self) -> dict:
-        """The fields that identify a fit; the multi-step fields only when they are used, so the fits
-        cached before they existed keep their keys."""
-        fields = asdict(self)
-        if not self.multistep_steps:
-            del fields["multistep_horizon"], fields["multistep_steps"], fields["multistep_lr"]
-        return fields
 
 
 def denormals_flushed() -> bool:
@@ -100,38 +73,6 @@ def flushing_denormals(fn):
             torch.set_flush_denormal(was_on)
 
     return wrapper
-
-
-class _FitData:
-    """The columns a fit reads, as tensors (one copy out of the read-only memory map)."""
-
-    def __init__(self, ds: "offcoord.Dataset", spec: TaskSpec):
-        self.states = torch.from_numpy(np.array(ds.states, dtype=np.float32))
-        self.next_states = torch.from_numpy(np.array(ds.next_states, dtype=np.float32))
-        self.joint = torch.from_numpy(joint_action_matrix(spec, ds.actions))
-        self.rewards = torch.from_numpy(np.array(ds.rewards, dtype=np.float32))
-        self.dones = torch.from_numpy(np.array(ds.terminations, dtype=np.float32))
-
-    def split(self, config: WorldModelConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Held-out and training indices (a seeded permutation)."""
-        n = len(self.rewards)
-        perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
-        n_hold = min(max(1, int(n * config.holdout_fraction)), config.max_holdout)
-        return perm[:n_hold], perm[n_hold:]
-
-    @staticmethod
-    def window_starts(ds: "offcoord.Dataset", horizon: int) -> torch.Tensor:
-        """Indices ``i`` whose transitions ``i .. i + horizon - 1`` lie in one episode."""
-        ends = np.asarray(ds.episode_ends)
-        lengths = np.diff(np.append(np.asarray(ds.episode_starts), len(ds)))
-        episode_end = np.repeat(ends, lengths)  # the end of each transition's episode
-        return torch.from_numpy(np.flatnonzero(np.arange(len(ds)) + horizon <= episode_end))
-
-    def windows(self, starts: torch.Tensor, horizon: int) -> tuple[torch.Tensor, ...]:
-        """``(states, joint, next_states, rewards, dones)`` over the windows at ``starts`` (any shape
-        ``X``): each ``(*X, horizon, .)``."""
-        idx = starts.unsqueeze(-1) + torch.arange(horizon)
-        return self.states[idx], self.joint[idx], self.next_states[idx], self.rewards[idx], self.dones[idx]
 
 
 class WorldModel(nn.Module):
@@ -190,29 +131,29 @@ class WorldModel(nn.Module):
 
     def clip(self, next_states: torch.Tensor, rewards: torch.Tensor):
         """Clip to the dataset's per-dimension bounding box (states and reward)."""
-        return self.clip_states(next_states), rewards.clamp(self.reward_low[0], self.reward_high[0])
-
-    def clip_states(self, states: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(torch.minimum(states, self.state_high), self.state_low)
+        next_states = torch.maximum(torch.minimum(next_states, self.state_high), self.state_low)
+        return next_states, rewards.clamp(self.reward_low[0], self.reward_high[0])
 
     # ------------------------------------------------------------------ training
     @classmethod
     @flushing_denormals
     def fit(cls, ds: "offcoord.Dataset", config: WorldModelConfig | None = None, seed: int = 0,
             progress: bool | None = None, device: str | torch.device = "cpu") -> "WorldModel":
-        """Train an ensemble on ``ds`` (deterministic given ``seed``) and select its elites, then
-        fine-tune it on multi-step predictions when ``config.multistep_steps`` asks
-        (:meth:`finetune_multistep`). Runs with denormal floats flushed to zero
-        (:func:`flushing_denormals`)."""
+        """Train an ensemble on ``ds`` (deterministic given ``seed``) and select its elites. Runs
+        with denormal floats flushed to zero (:func:`flushing_denormals`)."""
         config = config or WorldModelConfig()
-        if config.multistep_steps:
-            model = cls.fit(ds, config.one_step(), seed, progress, device)
-            return model.finetune_multistep(ds, config, seed, progress)
         spec = TaskSpec.from_dataset(ds)
         gen = torch.Generator().manual_seed(seed)
-        data = _FitData(ds, spec)
-        states, next_states, joint, rewards, dones = data.states, data.next_states, data.joint, data.rewards, data.dones
-        hold, train = data.split(config, seed)
+        rng = np.random.default_rng(seed)
+        states = torch.from_numpy(np.array(ds.states, dtype=np.float32))  # one copy out of the read-only memory map
+        next_states = torch.from_numpy(np.array(ds.next_states, dtype=np.float32))
+        joint = torch.from_numpy(joint_action_matrix(spec, ds.actions))
+        rewards = torch.from_numpy(np.array(ds.rewards, dtype=np.float32))
+        dones = torch.from_numpy(np.array(ds.terminations, dtype=np.float32))
+        n = len(rewards)
+        perm = torch.from_numpy(rng.permutation(n))
+        n_hold = min(max(1, int(n * config.holdout_fraction)), config.max_holdout)
+        hold, train = perm[:n_hold], perm[n_hold:]
 
         with torch.random.fork_rng(devices=[]):  # seeded initialization without touching the caller's RNG
             torch.manual_seed(seed)
@@ -228,80 +169,27 @@ class WorldModel(nn.Module):
             model.state_high.copy_(torch.maximum(states.max(0).values, next_states.max(0).values))
             model.reward_low.fill_(float(rewards.min()))
             model.reward_high.fill_(float(rewards.max()))
+        opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         M, B = config.members, config.batch_size
-
-        def minibatch_loss():
-            idx = train[torch.randint(len(train), (M, B), generator=gen)]  # independent minibatches per member
-            return model.loss(states[idx], joint[idx], targets[idx], dones[idx])
-
-        step, best = model._train(minibatch_loss, lambda: model.holdout_losses(states[hold], joint[hold], targets[hold],
-                                                                               dones[hold]),
-                                  config.lr, config.max_steps, progress, "world model")
-        model.report = model.error_report(states[hold], joint[hold], next_states[hold], rewards[hold], dones[hold])
-        model.report.update({"steps": step, "holdout_loss_per_member": best.tolist(), "elites": model.elite_idx.tolist()})
-        return model.eval()
-
-    @flushing_denormals
-    def finetune_multistep(self, ds: "offcoord.Dataset", config: WorldModelConfig, seed: int = 0,
-                           progress: bool | None = None) -> "WorldModel":
-        """Train this (one-step) fit ``config.multistep_steps`` more steps on open-loop predictions over
-        ``config.multistep_horizon`` steps (see :class:`WorldModelConfig`), keep each member's best
-        weights on held-out windows (those starting at the one-step fit's held-out transitions) and
-        pick the elites again. Deterministic given ``seed``; the model becomes one of ``config``."""
-        H, M, B = config.multistep_horizon, config.members, config.batch_size
-        if config.one_step() != self.config:
-            raise ValueError(f"finetune_multistep: this model was fit with {self.config}, not {config.one_step()}")
-        data = _FitData(ds, TaskSpec.from_dataset(ds))
-        hold, train = data.split(config, seed)
-        starts = data.window_starts(ds, H)  # windows inside one episode
-        in_hold = torch.zeros(len(data.rewards), dtype=torch.bool)
-        in_hold[hold] = True
-        hold_windows = data.windows(starts[in_hold[starts]][: config.max_holdout], H)
-        train_starts = starts[~in_hold[starts]]
-        gen = torch.Generator().manual_seed(seed + 1)  # not the one-step fit's minibatch stream
-        before = self.open_loop_error(hold_windows)
-        self.config = config
-
-        def minibatch_loss():
-            return self.multistep_losses(data.windows(train_starts[torch.randint(len(train_starts), (M, B), generator=gen)], H))[0]
-
-        step, best = self._train(minibatch_loss, lambda: self.multistep_losses(hold_windows)[1], config.multistep_lr,
-                                 config.multistep_steps, progress, f"world model, {H}-step")
-        s, a, ns, r, d = (x[hold] for x in (data.states, data.joint, data.next_states, data.rewards, data.dones))
-        self.report["multistep"] = {"steps": step, "horizon": H, "holdout_loss_per_member": best.tolist(),
-                                    "elites": self.elite_idx.tolist(), "holdout_windows": len(hold_windows[0]),
-                                    "open_loop_state_rmse_before": before, "open_loop_state_rmse": self.open_loop_error(hold_windows),
-                                    "one_step_before": {k: self.report[k] for k in ("state_rmse_normalized", "reward_rmse")}}
-        self.report.update(self.error_report(s, a, ns, r, d))  # the one-step held-out error, now of these weights
-        return self.eval()
-
-    def _train(self, minibatch_loss, holdout_losses, lr: float, max_steps: int, progress,
-               desc: str) -> tuple[int, torch.Tensor]:
-        """Adam at ``lr`` on ``minibatch_loss()`` (summed over members) for at most ``max_steps`` steps. Every
-        ``eval_every`` steps each member's ``holdout_losses()`` is checked and its best weights are
-        kept; training stops after ``patience`` checks without a 1% gain of any member. Ends with
-        each member's best weights and the ``elites`` best members chosen. Returns the steps run and
-        each member's best held-out loss."""
-        config, M = self.config, self.config.members
-        opt = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=config.weight_decay)
         best = torch.full((M,), float("inf"))
-        best_state = {k: v.clone() for k, v in self.state_dict().items()}
+        best_state = {k: v.clone() for k, v in model.state_dict().items()}
         stale, step = 0, 0
-        bar = tqdm(total=max_steps, desc=desc, disable=(not progress) if progress is not None else None,
+        bar = tqdm(total=config.max_steps, desc="world model", disable=(not progress) if progress is not None else None,
                    mininterval=1.0, unit="step")
-        while step < max_steps:
-            loss = minibatch_loss()
+        while step < config.max_steps:
+            idx = train[torch.randint(len(train), (M, B), generator=gen)]  # independent minibatches per member
+            loss = model.loss(states[idx], joint[idx], targets[idx], dones[idx])
             opt.zero_grad(set_to_none=True)
-            (loss + 0.01 * (self.max_log_std.sum() - self.min_log_std.sum())).backward()
+            (loss + 0.01 * (model.max_log_std.sum() - model.min_log_std.sum())).backward()
             opt.step()
             step += 1
             bar.update(1)
             if step % config.eval_every == 0:
-                held = holdout_losses()
+                held = model.holdout_losses(states[hold], joint[hold], targets[hold], dones[hold])
                 improved = held < best * 0.99
                 if improved.any():
                     best = torch.where(improved, held, best)
-                    current = self.state_dict()
+                    current = model.state_dict()
                     for k, v in current.items():  # keep each member's best weights
                         if v.dim() >= 1 and v.shape[0] == M and k.startswith("net."):
                             best_state[k][improved] = v[improved].clone()
@@ -314,9 +202,11 @@ class WorldModel(nn.Module):
                 if stale >= config.patience:
                     break
         bar.close()
-        self.load_state_dict(best_state)
-        self.elite_idx.copy_(torch.argsort(best)[: config.elites].sort().values)
-        return step, best
+        model.load_state_dict(best_state)
+        model.elite_idx.copy_(torch.argsort(best)[: config.elites].sort().values)
+        model.report = model.error_report(states[hold], joint[hold], next_states[hold], rewards[hold], dones[hold])
+        model.report.update({"steps": step, "holdout_loss_per_member": best.tolist(), "elites": model.elite_idx.tolist()})
+        return model.eval()
 
     def loss(self, states, joint, targets, dones) -> torch.Tensor:
         """Gaussian NLL of the normalized (delta state, reward) + BCE of termination, summed over members."""
@@ -335,41 +225,6 @@ class WorldModel(nn.Module):
         mse = ((z - mean) ** 2).mean((1, 2))
         bce = F.binary_cross_entropy_with_logits(logit, dones.expand(M, -1), reduction="none").mean(1)
         return mse + self.config.termination_weight * bce
-
-    def multistep_losses(self, windows) -> tuple[torch.Tensor, torch.Tensor]:
-        """Open-loop predictions over windows of ``H`` consecutive transitions (``(states, joint,
-        next_states, rewards, dones)``, each ``(M, B, H, .)`` or ``(B, H, .)`` shared by all members):
-        each member starts at the window's first state and feeds its own mean next state back.
-        Returns the training loss (Gaussian NLL + BCE per step, averaged over the steps, summed over
-        members) and, per member, the held-out criterion (squared error of the normalized mean +
-        BCE, averaged over the steps)."""
-        states, joint, next_states, rewards, dones = windows
-        M, H = self.net.members, states.shape[-2]
-        s = states[..., 0, :] if states.dim() == 4 else states[:, 0].expand(M, -1, -1)
-        nll_sum, criterion = 0.0, 0.0
-        for h in range(H):
-            mean, log_std, logit = self._raw(s, joint[..., h, :].expand(M, -1, -1))
-            target = torch.cat([next_states[..., h, :] - s, rewards[..., h, None].expand(M, -1, 1)], -1)
-            z = (target - self.out_mean) / self.out_std
-            bce = F.binary_cross_entropy_with_logits(logit, dones[..., h].expand(M, -1), reduction="none").mean(1)
-            w = self.config.termination_weight
-            nll_sum = nll_sum + ((((z - mean) / log_std.exp()) ** 2 / 2 + log_std).mean((1, 2)) + w * bce).sum()
-            criterion = criterion + ((z - mean) ** 2).mean((1, 2)).detach() + w * bce.detach()
-            s = self.clip_states(s + mean[..., :-1] * self.out_std[:-1] + self.out_mean[:-1])
-        return nll_sum / H, criterion / H
-
-    @torch.no_grad()
-    def open_loop_error(self, windows) -> list[float]:
-        """The elites' open-loop state error over shared windows (``(B, H, .)``, see
-        :meth:`multistep_losses`) at each step ``1..H``: the RMSE of the elites' mean predicted state
-        against the data's, in standard deviations of the data's one-step state change."""
-        states, joint, next_states, _, _ = windows
-        s, errors = states[:, 0], []
-        for h in range(states.shape[1]):
-            ns, _, _, _ = self.predict(s, joint[:, h], elites_only=True)
-            s = ns.mean(0)  # the elites' mean, as the disagreement is measured about it
-            errors.append(float((((s - next_states[:, h]) / self.out_std[:-1]) ** 2).mean().sqrt()))
-        return errors
 
     @torch.no_grad()
     def error_report(self, states, joint, next_states, rewards, dones) -> dict:
@@ -454,26 +309,22 @@ def fit_or_load(ds: "offcoord.Dataset", config: WorldModelConfig, path: str | Pa
         if model is not None:
             return model  # trained by an earlier, interrupted session of this run
         if shared and ds.path is not None:
-            key = sha256_bytes(json_bytes({"fitted_on": fitted_on, "config": config.key(), "format": WORLD_MODEL_FORMAT}))
+            key = sha256_bytes(json_bytes({"fitted_on": fitted_on, "config": asdict(config), "format": WORLD_MODEL_FORMAT}))
             cached = Path(ds.path).parent / "world_models" / f"{key[:24]}.pt"
             with file_lock(cached.with_suffix(".lock")):
                 model = _load_if_fitted_on(cached, config, (fitted_on,), unreadable_ok=True)
                 if model is None:
-                    model = _fit(ds, config, seed, progress, fitted_on, shared)
+                    model = _fit(ds, config, seed, progress, fitted_on)
                     model.save(cached)
         else:
-            model = _fit(ds, config, seed, progress, fitted_on, shared)
+            model = _fit(ds, config, seed, progress, fitted_on)
     if path is not None:
         model.save(path)
     return model
 
 
-def _fit(ds, config: WorldModelConfig, seed: int, progress, fitted_on: dict, shared: bool) -> WorldModel:
-    if config.multistep_steps:  # fine-tune the one-step fit, itself taken from the cache when it is there
-        base = fit_or_load(ds, config.one_step(), None, seed, progress, shared)
-        model = base.finetune_multistep(ds, config, seed, progress)
-    else:
-        model = WorldModel.fit(ds, config, seed=seed, progress=progress)
+def _fit(ds, config: WorldModelConfig, seed: int, progress, fitted_on: dict) -> WorldModel:
+    model = WorldModel.fit(ds, config, seed=seed, progress=progress)
     model.report["fitted_on"] = fitted_on
     return model
 
@@ -498,6 +349,4 @@ def _load_if_fitted_on(path: Path | None, config: WorldModelConfig, accepted: tu
 def world_model_config(cfg) -> WorldModelConfig:
     """The :class:`WorldModelConfig` named by an algorithm config's ``wm_*`` fields."""
     return WorldModelConfig(members=cfg.wm_members, elites=cfg.wm_elites, hidden=tuple(cfg.wm_hidden),
-                            max_steps=cfg.wm_max_steps, eval_every=cfg.wm_eval_every, patience=cfg.wm_patience,
-                            multistep_horizon=cfg.wm_multistep_horizon, multistep_steps=cfg.wm_multistep_steps,
-                            multistep_lr=cfg.wm_multistep_lr)
+                            max_steps=cfg.wm_max_steps, eval_every=cfg.wm_eval_every, patience=cfg.wm_patience)

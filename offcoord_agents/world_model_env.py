@@ -84,9 +84,6 @@ class ModelBasedOptions:
     wm_max_steps: int = 50_000
     wm_eval_every: int = 500
     wm_patience: int = 5
-    wm_multistep_horizon: int = 1  # multi-step fine-tuning of the fit (WorldModelConfig); off by default
-    wm_multistep_steps: int = 0
-    wm_multistep_lr: float = 1e-4
     # synthetic rollouts (RolloutConfig)
     horizon: int = 10  # rollout length k (1 for the one-step coordination game)
     disagreement_threshold: float = 2.0
