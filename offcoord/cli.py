@@ -39,7 +39,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_info(args) -> int:
-    card = dataset_card(args.id)
+    from offcoord.data import _resolve  # the loader's own reading of an id, size variants ("ID@N") included
+
+    _, card = _resolve(args.id)
     path = store_path(card)
     info = {
         "id": args.id,
@@ -59,6 +61,8 @@ def cmd_info(args) -> int:
         manifest = read_manifest(path, card.id)
         info["bytes_on_disk"] = sum(c["bytes"] for c in manifest["columns"].values())
         info["statistics"] = manifest.get("statistics", {})
+        # what, beside the card, decides the bytes on another machine (docs/datasets.md, "Across machines")
+        info["built_with"] = {k: manifest.get(k) for k in ("numpy_version", "mujoco_version", "blas_core", "platform")}
         if "mean_return" in info["statistics"]:
             info["statistics"]["normalized_mean_return"] = offcoord.normalized_score(
                 next(iter(card.datasets)), info["statistics"]["mean_return"]

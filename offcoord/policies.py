@@ -138,6 +138,7 @@ class PolicyBehavior:
         self.deterministic = bool(deterministic)
 
     batched = True  # no per-episode state: the generator evaluates one batch for many episodes
+    uses_blas = True  # matrix products: the generator pins the BLAS kernels so the bytes match across CPUs
 
     def reset(self, rng: np.random.Generator, episode: int = 0) -> None:
         pass

@@ -340,7 +340,8 @@ def run_training(
                                  f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
             if ckpt["meta"].get("data_sha256", run_meta["data_sha256"]) != run_meta["data_sha256"]:
                 raise ValueError(f"{out_dir} holds a run on other data: {dataset_id}'s stored copy has changed since "
-                                 f"(rebuilt, or regenerated from retrained behaviors); pass --no-resume to start over "
+                                 f"(regenerated from retrained behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, "
+                                 f"'Across machines'); pass --no-resume to start over "
                                  f"on the current data, or choose another --out")
             algo.load_state_dict(ckpt["algo"])
             sampler.load_state_dict(ckpt["sampler"])

@@ -214,7 +214,8 @@ def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
                 digests[key] = None
         if digests[key] is not None and digests[key] != done["data_sha256"]:
             raise ValueError(f"{directory} finished on other data: {done['dataset']}'s stored copy has changed since "
-                             f"(rebuilt, or regenerated from retrained behaviors); rm -r {directory} and rerun the same "
+                             f"(regenerated from retrained behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, "
+                             f"'Across machines'); rm -r {directory} and rerun the same "
                              f"command to train it on the current data")
     return finished
 

@@ -56,6 +56,11 @@ def test_cli_list_info_generate_verify(cache, capsys):
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert info["cached"] and info["statistics"]["episodes"] == 10_000
     assert info["reference_scores"] == {"min": 0.0, "max": 1.0}
+    assert info["built_with"]["numpy_version"] == np.__version__ and info["built_with"]["mujoco_version"]
+    assert main(["info", "coordination-neutral@300"]) == 0  # a size variant, spelled as `generate` takes it
+    variant = json.loads(capsys.readouterr().out)
+    assert variant["stored_copy"] == "coordination-neutral@300" and not variant["cached"]
+    assert variant["generation"]["transitions"] == 300
     assert main(["verify", "all"]) == 0
     out = capsys.readouterr().out
     assert "coordination-neutral: ok" in out and "coordination-favorable: not built" in out

@@ -1,6 +1,7 @@
 """Dataset generation: worker processes, behavior segments, unions of cards, size variants, and the
 ant cards (D4RL-style random / medium / full-replay / expert / mixed)."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ import pytest
 import offcoord
 from offcoord.data import open_dataset
 from offcoord.data.cards import card_from_bytes, load_cards, split_evenly
-from offcoord.data.generate import generate
+from offcoord.data.generate import REFERENCE_BLAS_CORE, _reference_blas_env, blas_core, generate
 from offcoord.data.store import open_columns, read_manifest
 from offcoord.policies import PolicyBehavior
 
@@ -66,6 +67,27 @@ def test_bytes_do_not_depend_on_the_number_of_worker_processes(tmp_path):
     np.testing.assert_array_equal(strategies, np.arange(26) % 2)
 
 
+@pytest.mark.skipif(not _reference_blas_env() or blas_core() is None,
+                    reason="needs numpy on OpenBLAS and an x86-64 CPU with AVX2 and FMA")
+def test_policy_data_is_built_with_the_reference_blas_kernels_on_any_x86_64_cpu(tmp_path):
+    """A trained policy's matrix products follow OpenBLAS's kernels, which follow the CPU (AVX-512
+    rounds otherwise than AVX2, and the ant's contacts amplify it). Generation pins the Haswell
+    kernels, in-process or in workers, so the bytes are those of a process started with them."""
+    card = load_cards()["ant-expert"].resized(1_200)
+    pinned = subprocess.run(
+        [sys.executable, "-c", "import sys, numpy; from offcoord.data.cards import load_cards; "
+         "from offcoord.data.generate import blas_core, generate; assert blas_core() == 'Haswell', blas_core(); "
+         f"generate(load_cards()['ant-expert'].resized(1_200), root=sys.argv[1], progress=False, workers=1)",
+         str(tmp_path / "pinned")],
+        env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    for workers in (1, 2):
+        here = generate(card, root=tmp_path / f"w{workers}", progress=False, workers=workers)
+        assert read_manifest(here, card.id)["blas_core"] == REFERENCE_BLAS_CORE
+        _assert_same_columns(_columns(here, card), _columns(tmp_path / "pinned" / card.id, card))
+
+
 def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):
     """A user's script without a main guard builds with workers once (they are fresh interpreters that
     import offcoord only); an error inside a worker reaches the caller and nothing is cached."""
@@ -73,7 +95,7 @@ def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):
     script.write_text(textwrap.dedent(f"""
         print("script body", flush=True)
         from offcoord.data.cards import load_cards
-        from offcoord.data.generate import generate
+        from offcoord.data.generate import REFERENCE_BLAS_CORE, _reference_blas_env, blas_core, generate
         generate(load_cards()["ant-random"].resized(1_100), root={str(tmp_path / "c")!r}, progress=False, workers=2)
         """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout

@@ -3,6 +3,13 @@
 Deterministic: the card's seed fixes the behavior's random stream and every episode's reset seed,
 so the same card gives the same bytes on one machine. Verified: the fresh data must match the
 card's ``[expected]`` statistics before it is published into the cache.
+
+Across machines, a behavior that multiplies matrices (a trained policy) would otherwise follow
+the CPU: OpenBLAS picks its kernels at run time, and the ant's chaotic contacts turn a last-bit
+difference into other episodes (measured: the AVX-512 kernels and the AVX2 ones build different
+ant datasets from the same card). Such behaviors therefore run where OpenBLAS uses its Haswell
+(AVX2 + FMA) kernels, the reference build's: in worker processes started with
+``OPENBLAS_CORETYPE=Haswell`` on any x86-64 CPU that has them.
 """
 
 from __future__ import annotations
@@ -59,6 +66,46 @@ def generate(
         return _generate_segments(card, target, progress, _pick_workers(card, workers))
 
 
+REFERENCE_BLAS_CORE = "Haswell"  # the OpenBLAS kernels the published datasets were generated with
+
+
+def blas_core() -> str | None:
+    """The OpenBLAS kernel set ("core") numpy uses in this process, e.g. ``"Haswell"`` or
+    ``"SkylakeX"``; None where numpy's BLAS is not an OpenBLAS this can ask (e.g. macOS's Accelerate)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for library in libraries:
+        try:
+            lib = ctypes.CDLL(library)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                       "openblas_get_corename"):
+            getter = getattr(lib, symbol, None)
+            if getter is not None:
+                getter.restype = ctypes.c_char_p
+                return getter().decode()
+    return None
+
+
+def _reference_blas_env() -> dict[str, str]:
+    """Environment for a worker process that should use the reference BLAS kernels: empty where the
+    CPU cannot run them (not x86-64, no AVX2 or FMA) or where the user chose a core type."""
+    if "OPENBLAS_CORETYPE" in os.environ or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return {}
+    return {"OPENBLAS_CORETYPE": REFERENCE_BLAS_CORE} if {"avx2", "fma"} <= set(flags) else {}
+
+
 def _pick_workers(card: Card, workers: int | None) -> int:
     if workers is None:
         workers = card.workers or os.environ.get("OFFCOORD_GENERATION_WORKERS") or None
@@ -73,7 +120,16 @@ def _pick_workers(card: Card, workers: int | None) -> int:
     return workers
 
 
-def _manifest(card: Card, stats: dict[str, Any]) -> dict[str, Any]:
+def _version_of(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _manifest(card: Card, stats: dict[str, Any], blas_core_used: str | None) -> dict[str, Any]:
     check_expected(card, stats)
     return {
         "card_id": card.id,
@@ -81,6 +137,8 @@ def _manifest(card: Card, stats: dict[str, Any]) -> dict[str, Any]:
         "recipe_sha256": recipe_key(card),
         "offcoord_version": __version__,
         "numpy_version": np.__version__,
+        "mujoco_version": _version_of("mujoco"),
+        "blas_core": blas_core_used,  # with the MuJoCo version, what decides the bytes across machines
         "platform": platform.platform(),
         "statistics": stats,
     }
@@ -111,11 +169,16 @@ def _generate_segments(card: Card, target: Path, progress: bool | None, workers:
     from offcoord.registry import make, make_behavior  # registry imports cards; avoid a cycle
 
     env = make(card.env)
+    behaviors = [make_behavior(seg.behavior, seg.behavior_kwargs) for seg in card.segments]
     extra_columns: dict[str, Any] = {}
-    for seg in card.segments:  # behaviors may record per-transition facts (name -> dtype)
-        extra_columns.update(getattr(make_behavior(seg.behavior, seg.behavior_kwargs), "extra_columns", {}))
+    for behavior in behaviors:  # behaviors may record per-transition facts (name -> dtype)
+        extra_columns.update(getattr(behavior, "extra_columns", {}))
     if len(card.segments) > 1:
         extra_columns["segment"] = np.int16  # which segment (e.g. curriculum checkpoint) acted
+    worker_env = _reference_blas_env() if any(getattr(b, "uses_blas", False) for b in behaviors) else {}
+    here = blas_core()
+    in_process = workers == 1 and (not worker_env or here == REFERENCE_BLAS_CORE)
+    blas_core_used = here if in_process else worker_env.get("OPENBLAS_CORETYPE", here)
     columns = _column_table(env, card.transitions, extra_columns)
     horizon = int(getattr(env, "max_episode_steps", 1000))
     with StoreWriter(target, columns) as writer, tqdm(
@@ -131,7 +194,7 @@ def _generate_segments(card: Card, target: Path, progress: bool | None, workers:
             block = max(1, min(BLOCK_TRANSITIONS, -(-seg.transitions // workers)) // horizon)
             blocks = ((card, s, first, block) for first in itertools.count(0, block))  # episodes first .. first + block - 1
             end = t + seg.transitions
-            for result in _map_ordered(_run_block, blocks, workers):
+            for result in _map_ordered(_run_block, blocks, workers, in_process, worker_env):
                 for ep in _split_episodes(result):
                     m = min(len(ep["rewards"]), end - t)
                     cols["episode_starts"][episodes] = t
@@ -153,22 +216,23 @@ def _generate_segments(card: Card, target: Path, progress: bool | None, workers:
                     break
         writer.truncate("episode_starts", episodes)
         stats = dataset_statistics(cols, _joint_action_count(env))
-        return writer.commit(_manifest(card, stats))
+        return writer.commit(_manifest(card, stats, blas_core_used))
 
 
-def _map_ordered(fn, tasks, workers: int):
-    """``map(fn, tasks)`` over a lazy, endless ``tasks``; with several workers, a few tasks ahead in
-    worker processes. Results come back in task order; abandoning the iterator stops the workers.
+def _map_ordered(fn, tasks, workers: int, in_process: bool = True, worker_env: dict[str, str] | None = None):
+    """``map(fn, tasks)`` over a lazy, endless ``tasks``: in this process if ``workers`` is 1 and
+    ``in_process``, else a few tasks ahead in ``workers`` worker processes (``worker_env`` added to
+    their environment). Results come back in task order; abandoning the iterator stops the workers.
 
     The workers are fresh interpreters (``python -c``) that import only offcoord, not the caller's
     ``__main__``: multiprocessing's spawn and forkserver would re-run a user's script without an
     ``if __name__ == "__main__"`` guard in every worker, and fork would copy a parent's threads
     (torch, tqdm) into children half-initialized.
     """
-    if workers <= 1:
+    if workers <= 1 and in_process:
         yield from map(fn, tasks)
         return
-    pool = [_Worker() for _ in range(workers)]
+    pool = [_Worker(worker_env or {}) for _ in range(workers)]
     pending: collections.deque = collections.deque()  # (worker, task) in task order
     try:
         for k, task in enumerate(tasks):
@@ -204,12 +268,12 @@ _WORKER_BOOT = (
 class _Worker:
     """One generation worker process; tasks and results are length-prefixed pickles over its pipes."""
 
-    def __init__(self):
+    def __init__(self, extra_env: dict[str, str]):
         import json
         import subprocess
         import sys
 
-        env = {**os.environ, "OFFCOORD_WORKER_PATH": json.dumps([p for p in sys.path if p])}
+        env = {**os.environ, **extra_env, "OFFCOORD_WORKER_PATH": json.dumps([p for p in sys.path if p])}
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")  # one process per core already; BLAS threads on top only oversubscribe
         self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
@@ -377,10 +441,12 @@ def _generate_union(card: Card, root: Path, target: Path, progress: bool | None,
             f"dataset card {card.path}: generation.transitions {card.transitions} must be the members' total "
             f"{sum(m.transitions for m in members)}"
         )
-    sources = []
+    sources, cores = [], set()
     for m in members:
         path = generate(m, root=root, progress=progress, workers=workers)
-        sources.append(open_columns(path, m.id, read_manifest(path, m.id)))
+        manifest = read_manifest(path, m.id)
+        sources.append(open_columns(path, m.id, manifest))
+        cores.add(manifest.get("blas_core") or "unknown")  # members built before manifests recorded it: unknown
     common = set.intersection(*(set(src) for src in sources))
     extra_columns = {k[len("extra_"):]: sources[0][k].dtype for k in sorted(common) if k.startswith("extra_")}
     extra_columns["source"] = np.int8  # index of the member in generation.union
@@ -401,7 +467,7 @@ def _generate_union(card: Card, root: Path, target: Path, progress: bool | None,
                     cols[name][t : t + n] = src[name]
             t, e = t + n, e + ne
         stats = dataset_statistics(cols, _joint_action_count(env))
-        return writer.commit(_manifest(card, stats))
+        return writer.commit(_manifest(card, stats, ", ".join(sorted(cores))))
 
 
 def _no_bar(progress: bool | None) -> bool | None:
