@@ -77,7 +77,7 @@ def test_policy_data_is_built_with_the_reference_blas_kernels_on_any_x86_64_cpu(
     pinned = subprocess.run(
         [sys.executable, "-c", "import sys, numpy; from offcoord.data.cards import load_cards; "
          "from offcoord.data.generate import blas_core, generate; assert blas_core() == 'Haswell', blas_core(); "
-         f"generate(load_cards()['ant-expert'].resized(1_200), root=sys.argv[1], progress=False, workers=1)",
+         "generate(load_cards()['ant-expert'].resized(1_200), root=sys.argv[1], progress=False, workers=1)",
          str(tmp_path / "pinned")],
         env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True,
     )
@@ -95,7 +95,7 @@ def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):
     script.write_text(textwrap.dedent(f"""
         print("script body", flush=True)
         from offcoord.data.cards import load_cards
-        from offcoord.data.generate import REFERENCE_BLAS_CORE, _reference_blas_env, blas_core, generate
+        from offcoord.data.generate import generate
         generate(load_cards()["ant-random"].resized(1_100), root={str(tmp_path / "c")!r}, progress=False, workers=2)
         """))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
