@@ -125,10 +125,11 @@ def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, clip:
 
 
 def _versions() -> dict[str, str]:
+    import mujoco  # an offcoord dependency; with numpy's BLAS kernels it decides a rebuilt store's bytes
     import offcoord_agents
 
     return {"offcoord": offcoord.__version__, "offcoord_agents": offcoord_agents.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+            "numpy": np.__version__, "mujoco": mujoco.__version__, "python": platform.python_version()}
 
 
 LOGS = ("metrics.jsonl", "eval.csv")

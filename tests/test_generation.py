@@ -88,6 +88,22 @@ def test_policy_data_is_built_with_the_reference_blas_kernels_on_any_x86_64_cpu(
         _assert_same_columns(_columns(here, card), _columns(tmp_path / "pinned" / card.id, card))
 
 
+@pytest.mark.skipif(not _reference_blas_env() or blas_core() is None,
+                    reason="needs numpy on OpenBLAS and an x86-64 CPU with AVX2 and FMA")
+def test_reference_returns_are_measured_with_the_reference_blas_kernels():
+    """The ant cards' max_score comes from the expert policy's returns: measured here, they are
+    those of a process started with the Haswell kernels, whatever kernels this process uses."""
+    from offcoord.envs.ant import measure_returns
+
+    pinned = subprocess.run(
+        [sys.executable, "-c", "from offcoord.data.generate import blas_core; from offcoord.envs.ant import measure_returns; "
+         "assert blas_core() == 'Haswell', blas_core(); print(measure_returns('ant-expert.npz', episodes=2, seed=7).tolist())"],
+        env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert measure_returns("ant-expert.npz", episodes=2, seed=7).tolist() == eval(pinned.stdout)  # exact, not close
+
+
 def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):
     """A user's script without a main guard builds with workers once (they are fresh interpreters that
     import offcoord only); an error inside a worker reaches the caller and nothing is cached."""

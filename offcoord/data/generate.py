@@ -106,6 +106,21 @@ def _reference_blas_env() -> dict[str, str]:
     return {"OPENBLAS_CORETYPE": REFERENCE_BLAS_CORE} if {"avx2", "fma"} <= set(flags) else {}
 
 
+def call_with_reference_blas(fn, task):
+    """``fn(task)`` with numpy's matrix products on the reference BLAS kernels: here when this
+    process already uses them (or the CPU cannot), else in one worker process started with them.
+    ``fn`` must be a module-level function (it is pickled by reference)."""
+    worker_env = _reference_blas_env()
+    if not worker_env or blas_core() == REFERENCE_BLAS_CORE:
+        return fn(task)
+    worker = _Worker(worker_env)
+    try:
+        worker.send((fn, task))
+        return worker.receive()
+    finally:
+        worker.stop()
+
+
 def _pick_workers(card: Card, workers: int | None) -> int:
     if workers is None:
         workers = card.workers or os.environ.get("OFFCOORD_GENERATION_WORKERS") or None

@@ -217,10 +217,21 @@ def measure_returns(team: str = "random", episodes: int = 100, seed: int = 0, de
     ``team="random"`` acts uniformly in [-1, 1]^8 (the reference minimum); otherwise ``team`` is a
     policy file (relative paths: the ``datasets_meta`` folder), acting deterministically (the
     evaluation protocol) unless ``deterministic=False``. Episode ``i`` is reset with seed
-    ``seed + i``, like ``offcoord.evaluate``; random draws come from ``default_rng(seed)``.
+    ``seed + i``, like ``offcoord.evaluate``; random draws come from ``default_rng(seed)``. A
+    policy's matrix products run on the reference BLAS kernels, as in dataset generation, so the
+    returns are the same on any x86-64 CPU with AVX2 (see "Across machines" in docs/datasets.md).
     """
+    if team == "random":
+        return _measure_returns((team, episodes, seed, deterministic))
+    from offcoord.data.generate import call_with_reference_blas
+
+    return call_with_reference_blas(_measure_returns, (team, episodes, seed, deterministic))
+
+
+def _measure_returns(task: tuple[str, int, int, bool]) -> np.ndarray:
     from offcoord.policies import PolicyBehavior
 
+    team, episodes, seed, deterministic = task
     env = Ant4x2Env("fo")
     rng = np.random.default_rng(seed)
     behavior = None if team == "random" else PolicyBehavior(team, deterministic=deterministic)
