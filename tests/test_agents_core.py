@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -115,8 +116,6 @@ def test_saved_policy_reloads_and_evaluates_the_same(tiny_datasets, tmp_path):
     assert np.array_equal(a.returns, b.returns)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["algorithm"] == "itd3bc" and results["final"]["step"] == 20
-    import mujoco  # what, with the BLAS kernels, decides a rebuilt store's bytes: recorded beside torch's
-
     assert results["versions"]["mujoco"] == mujoco.__version__ and results["versions"]["torch"] == torch.__version__
     assert results["card_sha256"] == ds.card.sha256
     # a damaged policy file is named in the error, with the fix

@@ -1,6 +1,7 @@
 """Dataset generation: worker processes, behavior segments, unions of cards, size variants, and the
 ant cards (D4RL-style random / medium / full-replay / expert / mixed)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_reference_returns_are_measured_with_the_reference_blas_kernels():
         env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True,
     )
     assert pinned.returncode == 0, pinned.stderr
-    assert measure_returns("ant-expert.npz", episodes=2, seed=7).tolist() == eval(pinned.stdout)  # exact, not close
+    assert measure_returns("ant-expert.npz", episodes=2, seed=7).tolist() == json.loads(pinned.stdout)  # exact, not close
 
 
 def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):
