@@ -68,41 +68,45 @@ def test_bytes_do_not_depend_on_the_number_of_worker_processes(tmp_path):
     np.testing.assert_array_equal(strategies, np.arange(26) % 2)
 
 
-@pytest.mark.skipif(not _reference_blas_env() or blas_core() is None,
-                    reason="needs numpy on OpenBLAS and an x86-64 CPU with AVX2 and FMA")
+needs_reference_blas = pytest.mark.skipif(not _reference_blas_env() or blas_core() is None,
+                                          reason="needs numpy on OpenBLAS and an x86-64 CPU with AVX2 and FMA")
+
+
+def _with_reference_blas(code: str, *argv: str) -> str:
+    """Run ``code`` in a child process started with the reference (Haswell) kernels; its stdout."""
+    child = subprocess.run(
+        [sys.executable, "-c", "from offcoord.data.generate import blas_core; "
+         f"assert blas_core() == {REFERENCE_BLAS_CORE!r}, blas_core(); " + code, *argv],
+        env={**os.environ, "OPENBLAS_CORETYPE": REFERENCE_BLAS_CORE}, capture_output=True, text=True,
+    )
+    assert child.returncode == 0, child.stderr
+    return child.stdout
+
+
+@needs_reference_blas
 def test_policy_data_is_built_with_the_reference_blas_kernels_on_any_x86_64_cpu(tmp_path):
     """A trained policy's matrix products follow OpenBLAS's kernels, which follow the CPU (AVX-512
     rounds otherwise than AVX2, and the ant's contacts amplify it). Generation pins the Haswell
     kernels, in-process or in workers, so the bytes are those of a process started with them."""
     card = load_cards()["ant-expert"].resized(1_200)
-    pinned = subprocess.run(
-        [sys.executable, "-c", "import sys, numpy; from offcoord.data.cards import load_cards; "
-         "from offcoord.data.generate import blas_core, generate; assert blas_core() == 'Haswell', blas_core(); "
-         "generate(load_cards()['ant-expert'].resized(1_200), root=sys.argv[1], progress=False, workers=1)",
-         str(tmp_path / "pinned")],
-        env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True,
-    )
-    assert pinned.returncode == 0, pinned.stderr
+    _with_reference_blas("import sys; from offcoord.data.cards import load_cards; from offcoord.data.generate import generate; "
+                         "generate(load_cards()['ant-expert'].resized(1_200), root=sys.argv[1], progress=False, workers=1)",
+                         str(tmp_path / "pinned"))
     for workers in (1, 2):
         here = generate(card, root=tmp_path / f"w{workers}", progress=False, workers=workers)
         assert read_manifest(here, card.id)["blas_core"] == REFERENCE_BLAS_CORE
         _assert_same_columns(_columns(here, card), _columns(tmp_path / "pinned" / card.id, card))
 
 
-@pytest.mark.skipif(not _reference_blas_env() or blas_core() is None,
-                    reason="needs numpy on OpenBLAS and an x86-64 CPU with AVX2 and FMA")
+@needs_reference_blas
 def test_reference_returns_are_measured_with_the_reference_blas_kernels():
     """The ant cards' max_score comes from the expert policy's returns: measured here, they are
     those of a process started with the Haswell kernels, whatever kernels this process uses."""
     from offcoord.envs.ant import measure_returns
 
-    pinned = subprocess.run(
-        [sys.executable, "-c", "from offcoord.data.generate import blas_core; from offcoord.envs.ant import measure_returns; "
-         "assert blas_core() == 'Haswell', blas_core(); print(measure_returns('ant-expert.npz', episodes=2, seed=7).tolist())"],
-        env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"}, capture_output=True, text=True,
-    )
-    assert pinned.returncode == 0, pinned.stderr
-    assert measure_returns("ant-expert.npz", episodes=2, seed=7).tolist() == json.loads(pinned.stdout)  # exact, not close
+    pinned = _with_reference_blas("from offcoord.envs.ant import measure_returns; "
+                                  "print(measure_returns('ant-expert.npz', episodes=2, seed=7).tolist())")
+    assert measure_returns("ant-expert.npz", episodes=2, seed=7).tolist() == json.loads(pinned)  # exact, not close
 
 
 def test_workers_do_not_rerun_the_callers_script_and_report_errors(tmp_path):

@@ -221,11 +221,12 @@ def measure_returns(team: str = "random", episodes: int = 100, seed: int = 0, de
     policy's matrix products run on the reference BLAS kernels, as in dataset generation, so the
     returns are the same on any x86-64 CPU with AVX2 (see "Across machines" in docs/datasets.md).
     """
-    if team == "random":
-        return _measure_returns((team, episodes, seed, deterministic))
+    task = (team, episodes, seed, deterministic)
+    if team == "random":  # no matrix products: no worker process needed
+        return _measure_returns(task)
     from offcoord.data.generate import call_with_reference_blas
 
-    return call_with_reference_blas(_measure_returns, (team, episodes, seed, deterministic))
+    return call_with_reference_blas(_measure_returns, task)
 
 
 def _measure_returns(task: tuple[str, int, int, bool]) -> np.ndarray:
