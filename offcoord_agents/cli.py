@@ -19,6 +19,7 @@ import offcoord
 
 import offcoord_agents
 from offcoord_agents.registry import ALGORITHMS, algorithm_class
+from offcoord_agents.reproduce import STATUS_SECONDS
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -76,10 +77,12 @@ def cmd_reproduce(args) -> int:
             raise ValueError(f"--datasets/--algorithms got {text!r}: give comma-separated names, or leave it out for all")
         return chosen
 
+    if not args.status_every > 0:
+        raise ValueError(f"--status-every got {args.status_every}: give a number of seconds above 0")
     runs = plan(args.table, args.tier, datasets=names(args.datasets), algorithms=names(args.algorithms))
     out = Path(args.out)
     print(f"{args.table} table, {args.tier} tier: {len(runs)} runs into {out / args.table} ({args.backend} backend)")
-    run_all(runs, out, backend=args.backend, workers=args.workers, address=args.address)
+    run_all(runs, out, backend=args.backend, workers=args.workers, address=args.address, status_every=args.status_every)
     print(summarize(args.table, plan(args.table, args.tier), out, args.tier))  # the whole table: cells not run show "–"
     return 0
 
@@ -136,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="ray backend: address of an existing cluster (default: start a local Ray)")
     p.add_argument("--datasets", default=None, metavar="A,B", help="run only these rows of the table (default: all)")
     p.add_argument("--algorithms", default=None, metavar="A,B", help="run only these columns of the table (default: all)")
+    p.add_argument("--status-every", type=float, default=STATUS_SECONDS, metavar="SECONDS",
+                   help=f"while no run finishes, say every SECONDS where the unfinished runs are (default {STATUS_SECONDS:.0f})")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("evaluate", help="evaluate a saved policy with decentralized execution")
     p.add_argument("policy", help="a policy.pt written by training")

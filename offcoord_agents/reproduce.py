@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -266,13 +266,51 @@ def _log_result(log, k: int, n: int, r: Run, res: dict, t0: float) -> None:
         f"{res['final'].get('normalized_score', float('nan')):.3f} ({time.perf_counter() - t0:.0f} s)")
 
 
+# How often a table that is still running says where its unfinished runs are: a quick-tier ant run
+# takes up to 2.5 hours, and without this a log shows nothing between two runs' ends.
+STATUS_SECONDS = 600.0
+
+
+def last_logged_step(directory: Path) -> int | None:
+    """The last step a run in ``directory`` has logged (training losses every ``log_every`` steps,
+    evaluations every ``eval_every``), or ``None`` before its first line (or before it starts)."""
+    try:
+        lines = (directory / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line being written as we read
+    return None
+
+
+def status_line(runs: list[Run], unfinished: list[int], out: Path, t0: float) -> str:
+    """One line on the runs still going: the last step each has logged, for those that have started."""
+    from offcoord_agents.core import make_config
+    from offcoord_agents.registry import algorithm_class
+
+    started = []
+    for i in unfinished:
+        r = runs[i]
+        step = last_logged_step(r.directory(out))
+        if step is not None:
+            total = make_config(algorithm_class(r.algorithm), r.config).steps
+            started.append(f"{r.algorithm} {r.dataset} seed {r.seed} at step {step:,} of {total:,}")
+    minutes = (time.perf_counter() - t0) / 60
+    where = "; ".join(started) if started else "none has logged a step yet"
+    return f"... {minutes:.0f} min: {len(unfinished)} runs to finish; {where}"
+
+
 def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | None = None, address: str | None = None,
-            log=print) -> list[dict]:
+            log=print, status_every: float = STATUS_SECONDS) -> list[dict]:
     """Run everything on a process pool (``local``) or as Ray tasks (``ray``); same results either way.
 
     Results come back in the order of ``runs``. ``workers``: local processes, or the CPUs of a
     local Ray (default: one per core). ``address``: an existing Ray cluster to join (``ray``
-    backend only; otherwise a fresh local Ray is started and shut down at the end).
+    backend only; otherwise a fresh local Ray is started and shut down at the end). Every
+    ``status_every`` seconds without a run finishing, ``log`` gets a :func:`status_line`.
     """
     out = Path(out)
     if backend not in ("local", "ray"):
@@ -283,7 +321,7 @@ def run_all(runs: list[Run], out: Path, backend: str = "local", workers: int | N
         _log_result(log, k, len(runs), runs[i], results[i], t0)
     pending = [i for i in longest_first(runs) if i not in results]
     if pending:
-        (_run_local if backend == "local" else _run_ray)(runs, pending, results, out, workers, address, log)
+        (_run_local if backend == "local" else _run_ray)(runs, pending, results, out, workers, address, log, status_every)
     return [results[i] for i in range(len(runs))]
 
 
@@ -298,7 +336,7 @@ def longest_first(runs: list[Run]) -> list[int]:
 
 
 def _run_local(runs: list[Run], pending: list[int], results: dict[int, dict], out: Path, workers: int | None,
-               address: str | None, log) -> None:
+               address: str | None, log, status_every: float) -> None:
     """Train ``runs[i]`` for ``i`` in ``pending`` on a process pool, adding each one's results to
     ``results``. (``address`` is the Ray backend's; both backends take the same arguments.)"""
     for dataset, size in datasets_needed([runs[i] for i in pending]):
@@ -306,14 +344,19 @@ def _run_local(runs: list[Run], pending: list[int], results: dict[int, dict], ou
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         futures = {pool.submit(_execute_args, (runs[i], out)): i for i in pending}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            results[i] = fut.result()
-            _log_result(log, len(results), len(runs), runs[i], results[i], t0)
+        waiting = set(futures)
+        while waiting:
+            done, waiting = wait(waiting, timeout=status_every, return_when=FIRST_COMPLETED)
+            if not done:
+                log(status_line(runs, sorted(futures[f] for f in waiting), out, t0))
+            for fut in done:
+                i = futures[fut]
+                results[i] = fut.result()
+                _log_result(log, len(results), len(runs), runs[i], results[i], t0)
 
 
 def _run_ray(runs: list[Run], pending: list[int], results: dict[int, dict], out: Path, workers: int | None,
-             address: str | None, log) -> None:
+             address: str | None, log, status_every: float) -> None:
     """:func:`_run_local` as Ray tasks (``address``: an existing cluster to join)."""
     try:
         import ray
@@ -342,7 +385,10 @@ def _run_ray(runs: list[Run], pending: list[int], results: dict[int, dict], out:
                  for i in pending}
         waiting, t0 = list(index), time.perf_counter()
         while waiting:
-            done, waiting = ray.wait(waiting, num_returns=1)
+            done, waiting = ray.wait(waiting, num_returns=1, timeout=status_every)
+            if not done:  # (on a cluster without a shared disk, runs on other nodes show no steps here)
+                log(status_line(runs, sorted(index[ref] for ref in waiting), out, t0))
+                continue
             i = index[done[0]]
             results[i] = ray.get(done[0])
             _log_result(log, len(results), len(runs), runs[i], results[i], t0)

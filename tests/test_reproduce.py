@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 
 import offcoord_agents  # noqa: E402
 from offcoord_agents.cli import main  # noqa: E402
-from offcoord_agents.reproduce import PAPER, TABLES, datasets_needed, longest_first, plan, summarize  # noqa: E402
+from offcoord_agents.reproduce import PAPER, TABLES, datasets_needed, longest_first, plan, status_line, summarize  # noqa: E402
 
 
 def test_plan_follows_the_paper_layout():
@@ -73,10 +73,26 @@ def test_ant_plan_without_training(tmp_path):
     assert text.count("\n| ant-") == 2 * len(datasets)
 
 
+def test_status_line_says_where_the_unfinished_runs_are(tmp_path, capsys):
+    runs = plan("ant", "quick", datasets=["ant-medium-po"], algorithms=["icql", "omar"])
+    out = tmp_path / "reproduce"
+    assert status_line(runs, [0, 1], out, 0.0).endswith(": 2 runs to finish; none has logged a step yet")
+    directory = runs[1].directory(out)
+    directory.mkdir(parents=True)
+    (directory / "metrics.jsonl").write_text(
+        '{"kind": "train", "step": 1000, "loss": 1.0}\n{"kind": "eval", "step": 2500, "normalized_score": 0.2}\n{"kind": "tr')
+    line = status_line(runs, [0, 1, 2], out, 0.0)  # the half-written last line is passed over
+    assert line.endswith(": 3 runs to finish; icql ant-medium-po seed 1 at step 2,500 of 10,000")
+    assert main(["reproduce", "coordination", "--tier", "smoke", "--status-every", "0"]) == 2
+    assert "--status-every got 0.0" in capsys.readouterr().err
+
+
 def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys, monkeypatch):
     out = tmp_path / "reproduce"
-    assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "2"]) == 0
+    assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--workers", "2",
+                 "--status-every", "0.2"]) == 0
     text = capsys.readouterr().out
+    assert "runs to finish" in text  # a status line while the workers start
     assert "| coordination-unfavorable |" in text and "[1.00 ± 0.00]" in text  # the paper's numbers beside ours
     summary = (out / "coordination" / "summary.md").read_text()
     assert "momappo" in summary and "Strategy-agreement" in summary

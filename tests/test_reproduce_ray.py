@@ -39,9 +39,11 @@ def test_ray_smoke_table_equals_the_local_backend(cache, tmp_path, capsys, monke
     # The workers must use this test's cache: only the runtime_env can tell them (a Ray started
     # before this test would not see the variable), so make the driver's value the only one.
     assert os.environ["OFFCOORD_DATA_DIR"] == str(cache)
-    assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--backend", "ray", "--workers", "2"]) == 0
+    assert main(["reproduce", "coordination", "--tier", "smoke", "--out", str(out), "--backend", "ray", "--workers", "2",
+                 "--status-every", "0.5"]) == 0
     text = capsys.readouterr().out
     assert "| coordination-unfavorable |" in text and "[1.00 ± 0.00]" in text
+    assert "runs to finish" in text  # a status line while the Ray workers start
     runs = plan("coordination", "smoke")
     assert all((r.directory(out) / "results.json").exists() for r in runs)
     # Each dataset was built once, into this test's cache (the workers saw OFFCOORD_DATA_DIR), and
