@@ -1,0 +1,89 @@
+"""The score tables in `docs/results.md` agree with the run results committed under `results/reproduce`.
+
+The docs' tables are copies of what `offcoord-agents reproduce` summarizes, in the paper's column
+names; this keeps every filled cell, every bracketed paper number and every bold mark honest.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from offcoord_agents.reproduce import PAPER, TABLES
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "reproduce"
+PAGE = ROOT / "docs" / "results.md"
+
+# The paper's column names, as the docs print them, for `reproduce`'s algorithm keys.
+COLUMN = {"IQL": "iql", "MA-IQL": "maiql", "MA-IQL-ft": "maiql-ft", "MA-TD3+BC": "matd3bc", "IBC": "ibc",
+          "ITD3+BC": "itd3bc", "ICQL": "icql", "OMAR": "omar", "MOMA-PPO": "momappo"}
+CELL = re.compile(r"^(\*\*)?(?P<ours>–|[−\d.]+ ± [\d.]+)(\*\*)? \[(?P<paper>–|[−\d.]+)\]$|^–$")
+
+
+def _number(x: float) -> str:
+    return f"{x:.2f}".replace("-", "−")
+
+
+def score_table(table: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The first Markdown table under `## <heading>` whose rows are `table`'s datasets: columns, and cells by dataset."""
+    prefix = {"reacher": "reacher2-expert-", "ant": "ant-"}[table]
+    rows = {d.removeprefix(prefix): d for d in TABLES[table]["datasets"]}
+    lines = PAGE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| dataset | ") and i + 2 < len(lines) and lines[i + 2].split(" | ")[0][2:] in rows:
+            if not all(name in COLUMN for name in line.strip("| ").split(" | ")[1:]):
+                continue
+            columns = [COLUMN[name] for name in line.strip("| ").split(" | ")[1:]]
+            cells = {}
+            for row in lines[i + 2:]:
+                if not row.startswith("| "):
+                    break
+                parts = row.strip("| ").split(" | ")
+                cells[rows[parts[0]]] = parts[1:]
+            if set(cells) == set(rows.values()):
+                return columns, cells
+    raise AssertionError(f"no {table} score table in {PAGE}")
+
+
+def committed_scores(table: str, algorithm: str, dataset: str) -> list[float]:
+    runs = sorted((RESULTS / table / algorithm / dataset).glob("seed*/results.json"))
+    return [json.loads(p.read_text())["final"]["normalized_score"] for p in runs]
+
+
+@pytest.mark.parametrize("table", ["reacher", "ant"])
+def test_score_table_matches_committed_results_and_paper(table):
+    columns, cells = score_table(table)
+    assert sorted(columns) == sorted(TABLES[table]["algorithms"])
+    seeds = 2 if table == "ant" else 3  # the quick tier's seed counts
+    checked = 0
+    for dataset, row in cells.items():
+        assert len(row) == len(columns), dataset
+        means = {}
+        for algorithm, cell in zip(columns, row):
+            match = CELL.match(cell)
+            assert match, f"{dataset} {algorithm}: unreadable cell {cell!r}"
+            paper = PAPER[table][dataset].get(algorithm)
+            if match["paper"] is not None:
+                assert match["paper"] == ("–" if paper is None else _number(paper[0])), f"{dataset} {algorithm}: paper number"
+            scores = committed_scores(table, algorithm, dataset)
+            ours = match["ours"]
+            if table == "ant":  # every ant run is committed: a cell is filled exactly when its seeds are
+                assert (ours not in (None, "–")) == (len(scores) == seeds), f"{dataset} {algorithm}: {cell!r}, {len(scores)} seeds"
+            if ours not in (None, "–"):
+                means[algorithm] = float(ours.split(" ± ")[0].replace("−", "-"))
+            if len(scores) == seeds:
+                assert ours == f"{_number(np.mean(scores))} ± {_number(np.std(scores))}", f"{dataset} {algorithm}"
+                checked += 1
+        for algorithm, cell in zip(columns, row):  # bold marks the row's highest mean, every one of a tie
+            if algorithm in means:
+                assert cell.startswith("**") == (means[algorithm] == max(means.values())), f"{dataset} {algorithm}: bold"
+    assert checked >= (50 if table == "ant" else 7)
+
+
+def test_ant_run_count_in_prose_matches_committed_runs():
+    stated = re.search(r"All (\d+) finished runs are kept in `results/reproduce/ant`", PAGE.read_text())
+    assert stated, "the ant section no longer states its run count"
+    assert int(stated[1]) == len(list((RESULTS / "ant").glob("*/*/seed*/results.json")))
