@@ -4,13 +4,14 @@ The docs' tables are copies of what `offcoord-agents reproduce` summarizes, in t
 names; this keeps every filled cell, every bracketed paper number and every bold mark honest.
 """
 
-import json
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from offcoord_agents.core import read_results
 from offcoord_agents.reproduce import PAPER, TABLES, TIERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,15 +29,18 @@ def _number(x: float) -> str:
 
 
 def score_table(table: str) -> tuple[list[str], dict[str, list[str]]]:
-    """The first Markdown table under `## <heading>` whose rows are `table`'s datasets: columns, and cells by dataset."""
-    prefix = {"reacher": "reacher2-expert-", "ant": "ant-"}[table]
-    rows = {d.removeprefix(prefix): d for d in TABLES[table]["datasets"]}
+    """The first table on the page with the paper's column names and exactly `table`'s datasets as rows
+    (written without their common prefix): its columns as algorithm keys, and its cells by dataset."""
+    datasets = TABLES[table]["datasets"]
+    prefix = os.path.commonprefix(datasets)
+    rows = {d.removeprefix(prefix): d for d in datasets}
     lines = PAGE.read_text().splitlines()
     for i, line in enumerate(lines):
         if line.startswith("| dataset | ") and i + 2 < len(lines) and lines[i + 2].split(" | ")[0][2:] in rows:
-            if not all(name in COLUMN for name in line.strip("| ").split(" | ")[1:]):
+            names = line.strip("| ").split(" | ")[1:]
+            if not all(name in COLUMN for name in names):
                 continue
-            columns = [COLUMN[name] for name in line.strip("| ").split(" | ")[1:]]
+            columns = [COLUMN[name] for name in names]
             cells = {}
             for row in lines[i + 2:]:
                 if not row.startswith("| "):
@@ -50,7 +54,7 @@ def score_table(table: str) -> tuple[list[str], dict[str, list[str]]]:
 
 def committed_scores(table: str, algorithm: str, dataset: str) -> list[float]:
     runs = sorted((RESULTS / table / algorithm / dataset).glob("seed*/results.json"))
-    return [json.loads(p.read_text())["final"]["normalized_score"] for p in runs]
+    return [read_results(p.parent)["final"]["normalized_score"] for p in runs]
 
 
 @pytest.mark.parametrize("table", ["reacher", "ant"])
