@@ -1,7 +1,8 @@
 """The score tables in `docs/results.md` agree with the run results committed under `results/reproduce`.
 
 The docs' tables are copies of what `offcoord-agents reproduce` summarizes, in the paper's column
-names; this keeps every filled cell, every bracketed paper number and every bold mark honest.
+names; this keeps every filled cell, every bracketed paper number and every bold mark honest, and
+the ant section's run count and per-seed evaluations too.
 """
 
 import os
@@ -91,3 +92,30 @@ def test_ant_run_count_in_prose_matches_committed_runs():
     stated = re.search(r"All (\d+) finished runs are kept in `results/reproduce/ant`", PAGE.read_text())
     assert stated, "the ant section no longer states its run count"
     assert int(stated[1]) == len(list((RESULTS / "ant").glob("*/*/seed*/results.json")))
+
+
+CURVES_HEADER = "| dataset | algorithm | seed 0 | seed 1 |"
+
+
+def test_ant_seed_curves_match_committed_runs():
+    """The ant section's per-seed table lists, for each algorithm it covers, every committed run, and
+    each run's evaluations as its `results.json` holds them."""
+    lines = PAGE.read_text().splitlines()
+    assert CURVES_HEADER in lines, "the ant section no longer has its per-seed table"
+    start = lines.index(CURVES_HEADER) + 2
+    listed = {}
+    for row in lines[start:]:
+        if not row.startswith("| "):
+            break
+        dataset, name, *seeds = row.strip("| ").split(" | ")
+        algorithm, dataset = COLUMN[name], "ant-" + dataset
+        runs = sorted((RESULTS / "ant" / algorithm / dataset).glob("seed*/results.json"))
+        assert len(runs) == len(seeds), f"{dataset} {algorithm}: {len(runs)} committed seeds"
+        for cell, run in zip(seeds, runs):
+            evals = read_results(run.parent)["evals"]
+            assert cell == " → ".join(_number(e["normalized_score"]) for e in evals), f"{dataset} {algorithm} {run.parent.name}"
+        listed[algorithm, dataset] = len(seeds)
+    for algorithm in {a for a, _ in listed}:  # no committed run of a listed algorithm is left out
+        committed = {p.parent.parent.name for p in (RESULTS / "ant" / algorithm).glob("*/seed*/results.json")}
+        missing = committed - {d for a, d in listed if a == algorithm}
+        assert not missing, f"{algorithm}: committed runs missing from the table: {sorted(missing)}"
