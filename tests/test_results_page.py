@@ -29,12 +29,27 @@ def _number(x: float) -> str:
     return f"{x:.2f}".replace("-", "−")
 
 
+def short_names(table: str) -> dict[str, str]:
+    """`table`'s datasets by the names the docs' rows give them: without their common prefix."""
+    datasets = TABLES[table]["datasets"]
+    prefix = os.path.commonprefix(datasets)
+    return {d.removeprefix(prefix): d for d in datasets}
+
+
+def table_rows(lines: list[str], header: int) -> list[list[str]]:
+    """The cells of the Markdown table whose header is `lines[header]`, row by row."""
+    rows = []
+    for row in lines[header + 2:]:
+        if not row.startswith("| "):
+            break
+        rows.append(row.strip("| ").split(" | "))
+    return rows
+
+
 def score_table(table: str) -> tuple[list[str], dict[str, list[str]]]:
     """The first table on the page with the paper's column names and exactly `table`'s datasets as rows
     (written without their common prefix): its columns as algorithm keys, and its cells by dataset."""
-    datasets = TABLES[table]["datasets"]
-    prefix = os.path.commonprefix(datasets)
-    rows = {d.removeprefix(prefix): d for d in datasets}
+    rows = short_names(table)
     lines = PAGE.read_text().splitlines()
     for i, line in enumerate(lines):
         if line.startswith("| dataset | ") and i + 2 < len(lines) and lines[i + 2].split(" | ")[0][2:] in rows:
@@ -42,20 +57,20 @@ def score_table(table: str) -> tuple[list[str], dict[str, list[str]]]:
             if not all(name in COLUMN for name in names):
                 continue
             columns = [COLUMN[name] for name in names]
-            cells = {}
-            for row in lines[i + 2:]:
-                if not row.startswith("| "):
-                    break
-                parts = row.strip("| ").split(" | ")
-                cells[rows[parts[0]]] = parts[1:]
+            cells = {rows[parts[0]]: parts[1:] for parts in table_rows(lines, i)}
             if set(cells) == set(rows.values()):
                 return columns, cells
     raise AssertionError(f"no {table} score table in {PAGE}")
 
 
-def committed_scores(table: str, algorithm: str, dataset: str) -> list[float]:
+def committed_runs(table: str, algorithm: str, dataset: str) -> list[dict]:
+    """The results of the runs committed for one cell, in seed order."""
     runs = sorted((RESULTS / table / algorithm / dataset).glob("seed*/results.json"))
-    return [read_results(p.parent)["final"]["normalized_score"] for p in runs]
+    return [read_results(p.parent) for p in runs]
+
+
+def committed_scores(table: str, algorithm: str, dataset: str) -> list[float]:
+    return [run["final"]["normalized_score"] for run in committed_runs(table, algorithm, dataset)]
 
 
 @pytest.mark.parametrize("table", ["reacher", "ant"])
@@ -102,20 +117,16 @@ def test_ant_seed_curves_match_committed_runs():
     each run's evaluations as its `results.json` holds them."""
     lines = PAGE.read_text().splitlines()
     assert CURVES_HEADER in lines, "the ant section no longer has its per-seed table"
-    start = lines.index(CURVES_HEADER) + 2
-    listed = {}
-    for row in lines[start:]:
-        if not row.startswith("| "):
-            break
-        dataset, name, *seeds = row.strip("| ").split(" | ")
-        algorithm, dataset = COLUMN[name], "ant-" + dataset
-        runs = sorted((RESULTS / "ant" / algorithm / dataset).glob("seed*/results.json"))
+    datasets = short_names("ant")
+    listed = set()
+    for short, name, *seeds in table_rows(lines, lines.index(CURVES_HEADER)):
+        algorithm, dataset = COLUMN[name], datasets[short]
+        runs = committed_runs("ant", algorithm, dataset)
         assert len(runs) == len(seeds), f"{dataset} {algorithm}: {len(runs)} committed seeds"
         for cell, run in zip(seeds, runs):
-            evals = read_results(run.parent)["evals"]
-            assert cell == " → ".join(_number(e["normalized_score"]) for e in evals), f"{dataset} {algorithm} {run.parent.name}"
-        listed[algorithm, dataset] = len(seeds)
-    for algorithm in {a for a, _ in listed}:  # no committed run of a listed algorithm is left out
-        committed = {p.parent.parent.name for p in (RESULTS / "ant" / algorithm).glob("*/seed*/results.json")}
-        missing = committed - {d for a, d in listed if a == algorithm}
-        assert not missing, f"{algorithm}: committed runs missing from the table: {sorted(missing)}"
+            assert cell == " → ".join(_number(e["normalized_score"]) for e in run["evals"]), f"{dataset} {algorithm} seed {run['seed']}"
+        listed.add((algorithm, dataset))
+    # no committed run of an algorithm the table covers is left out
+    committed = {(algorithm, p.parent.parent.name) for algorithm in {a for a, _ in listed}
+                 for p in (RESULTS / "ant" / algorithm).glob("*/seed*/results.json")}
+    assert not committed - listed, f"committed runs missing from the table: {sorted(committed - listed)}"
