@@ -59,7 +59,7 @@ def card_section(card) -> str:
             lines.append(f"| behavior arguments | {_value(dict(card.behavior_kwargs))} |")
     lines += [f"| transitions | {card.transitions:,} |", f"| seed | {card.seed} |"]
     lines += ["", "**Reference scores** (normalized score 0 and 1)", "", "| min (score 0) | max (score 1) |", "| --- | --- |",
-              f"| {card.reference_min:g} | {card.reference_max:g} |", ""]
+              f"| {card.reference_min:.10g} | {card.reference_max:.10g} |", ""]
     if card.expected:
         lines += ["**Expected statistics** (a fresh build must match them, or nothing is cached)", "",
                   "| statistic | value |", "| --- | --- |"]

@@ -192,7 +192,7 @@ def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
     def as_recorded(config) -> dict:  # as results.json holds it: tuples become lists
         return json.loads(json.dumps(asdict(config)))
 
-    digests: dict[tuple, str | None] = {}
+    stores: dict[tuple, tuple[str, str] | None] = {}  # (dataset, size) -> (data digest, card sha256) of the cached store
     finished: dict[int, dict] = {}
     for i, run in enumerate(runs):
         directory = run.directory(out)
@@ -206,15 +206,22 @@ def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
             raise ValueError(f"{directory} finished with another configuration ({', '.join(changed)} differ: the "
                              f"tier's budget or {run.algorithm}'s defaults changed since); rm -r {directory} and rerun "
                              f"the same command to train it as the table asks now")
-        if "data_sha256" not in done:  # written before runs recorded their data: only the card can be compared
-            continue
         key = (done["dataset"], done["config"].get("dataset_size"))
-        if key not in digests:
+        if key not in stores:
             try:
-                digests[key] = offcoord.load_dataset(key[0], size=key[1], auto_build=False).digest()
+                ds = offcoord.load_dataset(key[0], size=key[1], auto_build=False)
+                stores[key] = (ds.digest(), ds.card.sha256)
             except FileNotFoundError:
-                digests[key] = None
-        if digests[key] is not None and digests[key] != done["data_sha256"]:
+                stores[key] = None
+        if stores[key] is None:
+            continue
+        digest, card_sha256 = stores[key]
+        if "data_sha256" not in done:  # written before runs recorded their data: only the card can be compared
+            if done.get("card_sha256", card_sha256) != card_sha256:
+                raise ValueError(f"{directory} finished on another version of {done['dataset']}'s card; rm -r "
+                                 f"{directory} and rerun the same command to train it on the current data")
+            continue
+        if digest != done["data_sha256"]:
             raise ValueError(f"{directory} finished on other data: {done['dataset']}'s stored copy has changed since "
                              f"(regenerated from retrained behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, "
                              f"'Across machines'); rm -r {directory} and rerun the same "

@@ -139,7 +139,8 @@ def test_smoke_tier_of_the_continuous_tables_runs_end_to_end(cache, tmp_path, ta
 
 
 def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path):
-    """``reproduce`` skips a finished run only if its recorded data digest is the store's now."""
+    """``reproduce`` skips a finished run only if its recorded data digest is the store's now (or, for
+    a run recorded before runs kept a digest, its card is the card now)."""
     from offcoord_agents.core import read_results, write_results
     from offcoord_agents.reproduce import Run, check_finished_runs, run_all
 
@@ -153,7 +154,10 @@ def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path)
         run_all([run, Run("coordination", "ibc", "coordination-favorable", 1, run.config)], out)  # before any training
     assert not Run("coordination", "ibc", "coordination-favorable", 1, run.config).directory(out).exists()
     write_results(run.directory(out), {k: v for k, v in done.items() if k != "data_sha256"})  # an earlier version's run
-    check_finished_runs([run], out)
+    check_finished_runs([run], out)  # matched on the card, which is the same
+    write_results(run.directory(out), {**{k: v for k, v in done.items() if k != "data_sha256"}, "card_sha256": "0" * 64})
+    with pytest.raises(ValueError, match=f"another version of coordination-favorable's card.*rm -r {run.directory(out)}"):
+        check_finished_runs([run], out)
 
 
 def test_a_finished_run_with_another_config_is_not_skipped_silently(cache, tmp_path):
