@@ -18,7 +18,8 @@ import offcoord
 from offcoord.data import build, load_dataset, verify_dataset
 from offcoord.data.generate import store_path
 from offcoord.data.store import read_manifest
-from offcoord.errors import CardError, DatasetCorruptedError, DatasetVerificationError, UnknownIdError
+from offcoord.errors import DatasetCorruptedError, DatasetVerificationError
+from offcoord.fileio import CorruptedFileError
 from offcoord.registry import dataset_card, list_datasets, list_envs
 
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UnknownIdError, CardError, DatasetCorruptedError, DatasetVerificationError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError, DatasetCorruptedError, DatasetVerificationError, CorruptedFileError) as e:  # bad input, damage, a full disk
         print(f"offcoord: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,14 +9,14 @@ from typing import Iterable
 class UnknownIdError(ValueError):
     """An environment or dataset id that is not registered; the message lists the closest ids."""
 
-    def __init__(self, kind: str, requested: str, valid: Iterable[str]):
+    def __init__(self, kind: str, requested: str, valid: Iterable[str], message: str | None = None):
         valid = sorted(valid)
         close = difflib.get_close_matches(str(requested), valid, n=3, cutoff=0.4)
         if not close:  # fall back to ids sharing the task prefix, then to everything
             prefix = str(requested).split("-")[0]
             close = [v for v in valid if v.startswith(prefix)][:3] or valid[:3]
         super().__init__(
-            f"unknown {kind} id {requested!r}; did you mean {', '.join(repr(c) for c in close)}? "
+            message or f"unknown {kind} id {requested!r}; did you mean {', '.join(repr(c) for c in close)}? "
             f"(all {kind} ids: offcoord.list_{'envs' if kind == 'environment' else 'datasets'}())"
         )
         self.requested = requested

@@ -112,8 +112,9 @@ def json_bytes(obj: Any) -> bytes:
 def atomic_write_json(path: Path, obj: Any, checksum: bool = False) -> None:
     """Atomically write ``obj`` as JSON; with ``checksum``, a ``content_sha256`` key holds the sha256
     of the rest, so :func:`read_json` detects any change of the content (a bit flip, a truncation)."""
-    if checksum:
-        obj = {**obj, CHECKSUM_KEY: sha256_bytes(json_bytes(obj))}
+    if checksum:  # a stale content_sha256 (a loaded file written back) is replaced, never hashed
+        content = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+        obj = {**content, CHECKSUM_KEY: sha256_bytes(json_bytes(content))}
     atomic_write_bytes(path, json_bytes(obj))
 
 

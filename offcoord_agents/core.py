@@ -318,15 +318,13 @@ def run_training(
     out_dir = Path(out) if out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    algo.setup(ds, out_dir)
-    sampler = BatchSampler(ds, spec, cfg.batch_size, seed, dev)
     env_id = ds.env_id
     run_meta = {"algorithm": algo_cls.name, "dataset": dataset_id, "env": env_id, "seed": seed,
                 "config": asdict(cfg), "card_sha256": ds.card.sha256, "data_sha256": ds.digest(),
                 "centralized": algo_cls.centralized}
 
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
-    start, evals = 0, []
+    ckpt = None
     if out_dir:
         if not resume:
             ckpt_path.unlink(missing_ok=True)  # a later resume must not pick up the run this one replaces
@@ -344,12 +342,19 @@ def run_training(
                                  f"(regenerated from retrained behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, "
                                  f"'Across machines'); pass --no-resume to start over "
                                  f"on the current data, or choose another --out")
+    algo.setup(ds, out_dir)  # after the checks above: a model-based algorithm's setup fits its world model
+    sampler = BatchSampler(ds, spec, cfg.batch_size, seed, dev)
+    start, evals = 0, []
+    out_of_time: str | None = None  # which budget stopped the run (a resumed run may have been stopped already)
+    if out_dir:
+        if ckpt is not None:
             algo.load_state_dict(ckpt["algo"])
             sampler.load_state_dict(ckpt["sampler"])
             torch.set_rng_state(ckpt["torch_rng"])
             if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             start, evals = ckpt["step"], ckpt["evals"]
+            out_of_time = ckpt.get("stopped_by")  # a run its time budget ended is finished: rerunning it trains no more
         logger = _Logger(out_dir, start if start else None, ckpt.get("logs") if start else None)
     else:
         logger = None
@@ -361,7 +366,7 @@ def run_training(
         last_checkpoint = time.perf_counter()
         if ckpt_path is not None:
             atomic_torch_save({"step": step, "meta": run_meta, "algo": algo.state_dict(), "sampler": sampler.state_dict(),
-                               "torch_rng": torch.get_rng_state(), "evals": evals,
+                               "torch_rng": torch.get_rng_state(), "evals": evals, "stopped_by": out_of_time,
                                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                                "logs": logger.digests()}, ckpt_path)
 
@@ -369,9 +374,8 @@ def run_training(
     bar = tqdm(total=cfg.steps, initial=start, desc=f"{algo_cls.name} {dataset_id} seed {seed}", disable=disable_bar,
                mininterval=1.0, unit="step")
     t0, cpu0 = time.perf_counter(), time.process_time()
-    out_of_time: str | None = None  # which budget stopped the run
     try:
-        for step in range(start + 1, cfg.steps + 1):
+        for step in range(start + 1, (start if out_of_time else cfg.steps) + 1):
             metrics = algo.update(sampler.sample() if algo.uses_batches else None, step)
             bar.update(1)
             if cfg.time_limit_seconds is not None and time.perf_counter() - t0 >= cfg.time_limit_seconds:

@@ -177,56 +177,80 @@ def execute(run: Run, out: Path) -> dict:
     return read_results(directory)
 
 
-def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
-    """Before anything starts: a finished run is skipped only if it ran the configuration the table
-    asks for now (the tier's budget on the algorithm's current defaults) and trained on the data its
-    dataset's store holds now; otherwise a clear error names the run directory to delete. (A store
-    that is not in this machine's cache is not compared: the run's workers build or find it.)
+class _Staleness:
+    """Whether a run's record (its ``results.json``, or its checkpoint's metadata) is the run the table
+    asks for now: the tier's configuration on the algorithm's current defaults, and the data its
+    dataset's store holds now. (A store that is not in this machine's cache is not compared: the
+    run's workers build or find it.) Stores are opened once."""
 
-    Returns the finished runs' results by their index in ``runs``, read once."""
-    import offcoord
+    def __init__(self):
+        self.stores: dict[tuple, tuple[str, str] | None] = {}  # (dataset, size) -> (data digest, card sha256)
 
-    from offcoord_agents.core import config_differences, make_config
-    from offcoord_agents.registry import algorithm_class
+    def __call__(self, run: Run, record: dict) -> str | None:
+        """What differs, as the end of a sentence about the run; ``None`` when nothing does."""
+        import offcoord
 
-    def as_recorded(config) -> dict:  # as results.json holds it: tuples become lists
-        return json.loads(json.dumps(asdict(config)))
+        from offcoord_agents.core import config_differences, make_config
+        from offcoord_agents.registry import algorithm_class
 
-    stores: dict[tuple, tuple[str, str] | None] = {}  # (dataset, size) -> (data digest, card sha256) of the cached store
-    finished: dict[int, dict] = {}
-    for i, run in enumerate(runs):
-        directory = run.directory(out)
-        if not (directory / "results.json").exists():
-            continue
-        done = finished[i] = _read_results(directory)
+        def as_recorded(config) -> dict:  # as results.json holds it: tuples become lists
+            return json.loads(json.dumps(asdict(config)))
+
         algo_cls = algorithm_class(run.algorithm)
         wanted = as_recorded(make_config(algo_cls, run.config))
-        changed = config_differences(done["config"], wanted, as_recorded(algo_cls.Config()))
+        recorded = json.loads(json.dumps(record["config"]))  # a checkpoint's metadata still holds tuples
+        changed = config_differences(recorded, wanted, as_recorded(algo_cls.Config()))
         if changed:
-            raise ValueError(f"{directory} finished with another configuration ({', '.join(changed)} differ: the "
-                             f"tier's budget or {run.algorithm}'s defaults changed since); rm -r {directory} and rerun "
-                             f"the same command to train it as the table asks now")
-        key = (done["dataset"], done["config"].get("dataset_size"))
-        if key not in stores:
+            return (f"another configuration ({', '.join(changed)} differ: the tier's budget or {run.algorithm}'s "
+                    f"defaults changed since)")
+        key = (record["dataset"], record["config"].get("dataset_size"))
+        if key not in self.stores:
             try:
                 ds = offcoord.load_dataset(key[0], size=key[1], auto_build=False)
-                stores[key] = (ds.digest(), ds.card.sha256)
+                self.stores[key] = (ds.digest(), ds.card.sha256)
             except FileNotFoundError:
-                stores[key] = None
-        if stores[key] is None:
-            continue
-        digest, card_sha256 = stores[key]
-        if "data_sha256" not in done:  # written before runs recorded their data: only the card can be compared
-            if done.get("card_sha256", card_sha256) != card_sha256:
-                raise ValueError(f"{directory} finished on another version of {done['dataset']}'s card; rm -r "
-                                 f"{directory} and rerun the same command to train it on the current data")
-            continue
-        if digest != done["data_sha256"]:
-            raise ValueError(f"{directory} finished on other data: {done['dataset']}'s stored copy has changed since "
-                             f"(regenerated from retrained behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, "
-                             f"'Across machines'); rm -r {directory} and rerun the same "
-                             f"command to train it on the current data")
+                self.stores[key] = None
+        if self.stores[key] is None:
+            return None
+        digest, card_sha256 = self.stores[key]
+        if "data_sha256" not in record:  # written before runs recorded their data: only the card can be compared
+            if record.get("card_sha256", card_sha256) != card_sha256:
+                return f"another version of {record['dataset']}'s card"
+            return None
+        if digest != record["data_sha256"]:
+            return (f"other data: {record['dataset']}'s stored copy has changed since (regenerated from retrained "
+                    f"behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, 'Across machines')")
+        return None
+
+
+def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
+    """Before anything starts: a finished run is skipped only if it is the run the table asks for
+    now (:class:`_Staleness`), and an unfinished one resumes only from a checkpoint of that run;
+    otherwise a clear error names the run directory to delete.
+
+    Returns the finished runs' results by their index in ``runs``, read once."""
+    stale = _Staleness()
+    finished: dict[int, dict] = {}
+    fix = "rerun the same command to train it as the table asks now"
+    for i, run in enumerate(runs):
+        directory = run.directory(out)
+        if (directory / "results.json").exists():
+            done = finished[i] = _read_results(directory)
+            reason = stale(run, done)
+            if reason:
+                raise ValueError(f"{directory} finished on {reason}; rm -r {directory} and {fix}")
+        elif (directory / "checkpoint.pt").exists():
+            reason = stale(run, _checkpoint_meta(directory / "checkpoint.pt"))
+            if reason:
+                raise ValueError(f"{directory} holds a checkpoint of a run on {reason}; rm -r {directory} and {fix}")
     return finished
+
+
+def _checkpoint_meta(path: Path) -> dict:
+    from offcoord_agents.policy import safe_torch_load
+
+    return safe_torch_load(path, "checkpoint", f"delete it to restart the run from scratch (rm {path}), "
+                                               "then rerun the same command")["meta"]
 
 
 def _read_results(directory: Path) -> dict:
@@ -409,8 +433,11 @@ def _execute_after_build(run: Run, out: str, _built: str) -> dict:
 
 
 def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
-    """The table in the paper's layout (rows: datasets, columns: algorithms), ours beside the paper's."""
+    """The table in the paper's layout (rows: datasets, columns: algorithms), ours beside the paper's.
+    A run in ``out`` that is not the one the table asks for now (another tier's, or on other data)
+    is left out and named below the table."""
     algos = TABLES[table]["algorithms"]
+    stale, left_out = _Staleness(), []
     lines = [f"# {table} table ({tier} tier)", "",
              "Normalized score of each run's last evaluation, mean ± std over seeds; the paper's number in brackets.", "",
              "| dataset | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
@@ -421,7 +448,11 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
             scores, agreements = [], []
             for r in runs:
                 if r.algorithm == algo and r.dataset == dataset and (r.directory(out) / "results.json").exists():
-                    final = _read_results(r.directory(out))["final"]
+                    record = _read_results(r.directory(out))
+                    if stale(r, record):
+                        left_out.append(str(r.directory(out)))
+                        continue
+                    final = record["final"]
                     scores.append(final.get("normalized_score", np.nan))
                     if "strategy_agreement" in final:
                         agreements.append(final["strategy_agreement"])
@@ -435,11 +466,14 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
         agreement_rows.append(f"| {dataset} | " + " | ".join(agree) + " |")
     lines += ["", "Strategy-agreement rate (mean over seeds) where the task defines it:", "",
               "| dataset | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos), *agreement_rows]
+    if left_out:
+        lines += ["", f"Left out: {len(left_out)} finished runs made for another configuration or on other data "
+                      "(`rm -r` them and rerun to train them as this tier asks):", "", *(f"- `{d}`" for d in left_out)]
     text = "\n".join(lines) + "\n"
     from offcoord.fileio import atomic_write_bytes
 
     atomic_write_bytes(Path(out) / table / "summary.md", text.encode())  # a killed run never leaves half a table
-    _plot_curves(table, runs, out)
+    _plot_curves(table, [r for r in runs if str(r.directory(out)) not in left_out], out)
     return text
 
 

@@ -345,3 +345,8 @@ def test_time_limit_stops_with_a_final_evaluation(tiny_datasets, tmp_path):
     assert results["stopped_by_time_limit"] is True and results["time_limit_reached"] == "cpu_time"
     assert results["train_cpu_seconds_this_session"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["time_limit_reached"] == "wall_clock"
+    # the same command again: the run is finished, so it is not resumed with a fresh budget
+    again = offcoord_agents.train("ibc", ds, steps=10_000, config={**SMALL, "cpu_time_limit_seconds": 0.0},
+                                  out=tmp_path / "cpu", progress=False)
+    assert again.meta["evals"] == cpu.meta["evals"]
+    assert json.loads((tmp_path / "cpu" / "results.json").read_text())["time_limit_reached"] == "cpu_time"

@@ -45,7 +45,9 @@ def test_spaces(observability):
     for a, d in zip(env.possible_agents, dims):
         assert env.observation_space(a).shape == (d,) and obs[a].shape == (d,) and obs[a].dtype == np.float32
         assert env.action_space(a) == gymnasium.spaces.Box(-1, 1, (2,), np.float32)
-        assert env.observation_space(a) is offcoord.make(f"ant-{observability}").observation_space(a)  # built once
+        other = offcoord.make(f"ant-{observability}")
+        assert env.view is other.view and env.observation_space(a) == other.observation_space(a)  # one view ...
+        assert env.observation_space(a) is not other.observation_space(a)  # ... whose spaces each instance copies
     with pytest.raises(ValueError, match="observability"):
         offcoord.make("ant-fo", observability="partial")
 

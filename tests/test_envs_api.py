@@ -31,6 +31,17 @@ def test_spaces_are_built_once_and_state_matches_space(env_id):
     # the observation is the view of the state: the one place views are defined
     for a, o in env.observe_state(env.state()).items():
         assert np.array_equal(o, obs[a])
+    # every instance has its own spaces: a space carries its sampling RNG, and seeding one
+    # environment's spaces must not move another's samples
+    other = offcoord.make(env_id)
+    spaces_of = lambda e: [e.state_space] + [s for a in e.possible_agents for s in (e.observation_space(a), e.action_space(a))]
+    assert not {id(s) for s in spaces_of(env)} & {id(s) for s in spaces_of(other)}
+    a = env.possible_agents[0]
+    env.action_space(a).seed(1)
+    first = env.action_space(a).sample()
+    env.action_space(a).seed(1)
+    other.action_space(a).sample()
+    assert np.array_equal(env.action_space(a).sample(), first)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -85,6 +96,9 @@ def test_bad_actions_name_the_agent_and_the_space(env_id):
 def test_unknown_ids_suggest_close_matches():
     with pytest.raises(ValueError, match="reacher2-leader-only"):
         offcoord.make("reacher2-leaderonly")
+    # a card id names a store with several views, so loading one asks which (building it does not)
+    with pytest.raises(offcoord.UnknownIdError, match="'reacher2-expert' is a dataset card.*'reacher2-expert-fo'.*load one"):
+        offcoord.load_dataset("reacher2-expert", auto_build=False)
     with pytest.raises(ValueError, match="coordination-unfavorable"):
         offcoord.load_dataset("coordination-unfavourable")
     with pytest.raises(ValueError, match="did you mean"):
@@ -107,3 +121,15 @@ def test_registered_with_pettingzoo():
     env = pettingzoo.make("parallel", "offcoord/coordination-game-v0", horizon=3)
     assert env.horizon == 3
     assert env.possible_agents == ["agent_0", "agent_1"]
+
+
+def test_join_takes_one_step_or_a_batch_never_a_mix_up():
+    """The one-step fast path of ``layout.join`` is only for one action per agent: a batch of
+    one-dimensional actions is refused, not concatenated into one joint action."""
+    layout = offcoord.make("reacher2-fo").layout
+    step = layout.join({"agent_0": np.array([0.25], np.float32), "agent_1": np.array([-0.5], np.float32)})
+    assert step.shape == (layout.joint_action_dim,) and sorted(step.tolist()) == [-0.5, 0.25]
+    batch = layout.join({a: np.full((5, 1), i, np.float32) for i, a in enumerate(layout.agents)})
+    assert batch.shape == (5, layout.joint_action_dim)
+    with pytest.raises(ValueError):
+        layout.join({"agent_0": np.zeros(5, np.float32), "agent_1": np.ones(5, np.float32)})

@@ -73,6 +73,9 @@ def test_cli_errors_exit_2_with_a_message(cache, capsys):
     assert "offcoord generate coordination-neutral" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["generate"])
+    for bad_size in ("coordination-neutral@abc", "coordination-neutral@0"):  # a clear error, not a traceback
+        assert main(["info", bad_size]) == 2
+        assert "offcoord: error:" in capsys.readouterr().err
 
 
 def test_cli_export_minari(cache, capsys):

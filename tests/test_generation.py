@@ -178,6 +178,25 @@ def test_card_errors_for_segments_and_unions(tmp_path):
         generate(total, root=tmp_path / "u", progress=False)
 
 
+def test_a_union_refuses_a_member_built_from_an_older_card(tmp_path):
+    """A union's recipe folds in its members' cards as they are now, so a cached member built from
+    an earlier card must not be copied in; the error names the member and its rebuild command."""
+    from offcoord.data.generate import store_path
+
+    union = _card(tmp_path, '[generation]\nenv = "coordination-game"\nunion = ["coordination-favorable", "coordination-neutral"]\n'
+                  'transitions = 20000\nseed = 0\n').resized(200)
+    root = tmp_path / "cache"
+    generate(union, root=root, progress=False)
+    member = store_path(load_cards()["coordination-neutral"].resized(100), root)
+    manifest = json.loads((member / "manifest.json").read_text())
+    manifest["recipe_sha256"] = "0" * 64
+    (member / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(offcoord.errors.DatasetCorruptedError,
+                       match="gen-test@200 is made from coordination-neutral@100.*different version.*"
+                             "offcoord generate coordination-neutral@100 --force"):
+        generate(union, root=root, force=True, progress=False)
+
+
 def test_size_variants(cache):
     ds = offcoord.load_dataset("coordination-neutral", size=300, progress=False)
     assert len(ds) == 300 and ds.id == "coordination-neutral" and ds.path.name == "coordination-neutral@300"

@@ -1,5 +1,6 @@
 """MA-IQL-ft: the real/synthetic mixture, penalized synthetic rewards, resume, and the CLI on tiny budgets."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -44,7 +45,14 @@ def test_mixture_follows_the_buffer_sizes(tiny_datasets):
     assert 40 <= m <= 120  # every step of every running rollout, at most the horizon each
     batch, n_real = algo.mix(real)
     assert n_real == round(64 * 600 / (600 + m)) < 64 and batch.rewards.shape == (64,) and batch.obs.shape[1] == 64
-    assert torch.equal(batch.states[:n_real], real.states[:n_real])  # the head is the dataset batch
+    rows = {tuple(s) for s in real.states.tolist()}
+    assert all(tuple(s) in rows for s in batch.states[:n_real].tolist())  # the head comes from the dataset batch
+    # ... drawn from all of it, not its first rows: Dataset.sample sorts its rows by index, and a
+    # store's order is not random (ant-full-replay's segments follow training)
+    positions = dataclasses.replace(real, rewards=torch.arange(64, dtype=real.rewards.dtype))
+    drawn = torch.cat([algo.mix(positions)[0].rewards[:n_real] for _ in range(50)])
+    assert all(len(set(drawn[i:i + n_real].tolist())) == n_real for i in range(0, len(drawn), n_real))  # without repeats
+    assert 29 < drawn.mean().item() < 34 and drawn.max().item() == 63  # uniform over the 64 rows: mean 31.5
     synthetic = {tuple(s) for s in algo.buffer.states[:m].tolist()}
     assert all(tuple(s) in synthetic for s in batch.states[n_real:].tolist())  # the tail comes from the buffer
     while len(algo.buffer) < algo.buffer.capacity:  # a full buffer: the share stops moving

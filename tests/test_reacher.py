@@ -131,7 +131,8 @@ def test_views_show_exactly_the_documented_entries(observability):
 
 def test_spaces_are_shared_views_and_state_is_reacher_v5_observation():
     env1, env2 = Reacher2Env("independent"), Reacher2Env("independent")
-    assert env1.observation_space("agent_0") is env2.observation_space("agent_0")  # views are built once
+    assert env1.view is env2.view  # views are built once; each instance copies the spaces (their RNGs)
+    assert env1.observation_space("agent_0") == env2.observation_space("agent_0")
     assert env1.action_space("agent_0") is env1.action_space("agent_0")
     assert env1.action_space("agent_0").shape == (1,) and env1.state_space.shape == (10,)
     with pytest.raises(ValueError, match="observability"):

@@ -180,3 +180,23 @@ def test_a_finished_run_with_another_config_is_not_skipped_silently(cache, tmp_p
     check_finished_runs([run], out)  # written before `memory` existed: the same run
     with pytest.raises(ValueError, match="steps differ"):
         check_finished_runs([Run(run.table, run.algorithm, run.dataset, 0, {**run.config, "steps": 3})], out)
+
+
+def test_the_summary_and_a_resume_leave_out_runs_made_for_another_configuration(cache, tmp_path):
+    """A run another tier left in ``--out`` neither counts in the printed table nor is resumed from
+    its checkpoint: the summary names it, and an unfinished one stops the command before any training."""
+    from offcoord_agents.reproduce import Run, check_finished_runs, summarize
+
+    config = {"steps": 5, "dataset_size": 200, "eval_episodes": 2}
+    run = Run("coordination", "ibc", "coordination-favorable", 0, config)
+    out = tmp_path / "out"
+    offcoord_agents.train(run.algorithm, run.dataset, seed=0, config=run.config, out=run.directory(out), progress=False)
+    asked = Run(run.table, run.algorithm, run.dataset, 0, {**config, "steps": 6})  # the same cell at another budget
+    text = summarize("coordination", [asked], out, "quick")
+    assert "| coordination-favorable | – [" in text and "Left out: 1 finished runs" in text and str(run.directory(out)) in text
+    assert "coordination-favorable | 1.00" not in summarize("coordination", [asked], out, "quick")
+    assert "Left out" not in summarize("coordination", [run], out, "quick")
+    (run.directory(out) / "results.json").unlink()  # now an unfinished run whose checkpoint is another budget's
+    with pytest.raises(ValueError, match=f"holds a checkpoint of a run on another configuration.*steps differ.*rm -r {run.directory(out)}"):
+        check_finished_runs([asked], out)
+    assert check_finished_runs([run], out) == {}  # its own budget: it resumes

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import offcoord
-from offcoord.data import open_columns, read_manifest, verify_store
+from offcoord.data.store import open_columns, read_manifest, verify_store
 from offcoord.data.generate import generate
 from offcoord.errors import CardError, DatasetCorruptedError, DatasetVerificationError
 
@@ -328,3 +328,16 @@ def test_replacement_that_died_between_renames_is_recovered(cache):
     assert len(ds) == 10_000 and not aside.exists()
     assert not list(path.parent.glob(".tmp-*"))
     offcoord.verify_dataset("coordination-neutral")
+
+
+def test_a_checksummed_json_read_and_written_back_stays_readable(tmp_path):
+    """Writing back a loaded checksummed file (its old ``content_sha256`` included) replaces the
+    checksum instead of hashing it in, so the new file reads back."""
+    from offcoord.fileio import CHECKSUM_KEY, atomic_write_json, read_json
+
+    path = tmp_path / "f.json"
+    atomic_write_json(path, {"a": 1}, checksum=True)
+    loaded = json.loads(path.read_text())
+    atomic_write_json(path, {**loaded, "a": 2}, checksum=True)
+    assert read_json(path, "rebuild it", checksum=True) == {"a": 2}
+    assert CHECKSUM_KEY in json.loads(path.read_text())

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from offcoord.fileio import cache_dir
-from offcoord.data.cards import Card, recipe_key
+from offcoord.data.cards import Card
 from offcoord.data.dataset import Batch, Dataset, Episode
-from offcoord.data.generate import generate, store_path
-from offcoord.data.store import MANIFEST, open_columns, read_manifest, rebuild_hint, verify_store
-from offcoord.errors import DatasetCorruptedError
+from offcoord.data.generate import checked_manifest, generate, store_path
+from offcoord.data.store import MANIFEST, open_columns, read_manifest
+from offcoord.errors import UnknownIdError
 
 __all__ = ["Batch", "Dataset", "Episode", "build", "load_dataset", "open_dataset", "verify_dataset"]
 
 
-def _resolve(dataset_id: str, size: int | None = None) -> tuple[str, Card]:
+def _resolve(dataset_id: str, size: int | None = None, view: bool = False) -> tuple[str, Card]:
     from offcoord.registry import dataset_card
 
     if "@" in dataset_id:  # "ant-expert-po@50000": the size-variant spelling used by the CLI and in cache names
@@ -23,7 +23,11 @@ def _resolve(dataset_id: str, size: int | None = None) -> tuple[str, Card]:
             raise ValueError(f"dataset id {dataset_id}@{count}: the part after '@' must be the size in transitions")
         size = int(count)
     card = dataset_card(dataset_id)
-    if dataset_id not in card.datasets:  # a card id: its first dataset is as good as any for building
+    if dataset_id not in card.datasets:  # a card id: it names the store, which is all building and verifying need
+        if view:  # loading needs one of its views
+            raise UnknownIdError("dataset", dataset_id, card.datasets,
+                                 f"{dataset_id!r} is a dataset card, which builds the datasets "
+                                 f"{', '.join(repr(d) for d in card.datasets)}: load one of them")
         dataset_id = next(iter(card.datasets))
     if size is not None:
         card = card.resized(size)
@@ -43,26 +47,15 @@ def build(
     return generate(card, root=root, force=force, progress=progress, workers=workers)
 
 
-def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool, progress: bool | None, size: int | None = None):
-    dataset_id, card = _resolve(dataset_id, size)
+def _open(dataset_id: str, root: Path | None, full_check: bool, auto_build: bool, progress: bool | None, size: int | None = None,
+          view: bool = False):
+    dataset_id, card = _resolve(dataset_id, size, view)
     path = store_path(card, root)
     if not (path / MANIFEST).exists():
         if not auto_build:
             raise FileNotFoundError(f"dataset {dataset_id} is not in the cache {path.parent}; build it with: offcoord generate {card.id}")
         generate(card, root=root, progress=progress)
-    manifest = read_manifest(path, card.id)
-    built_from = manifest.get("recipe_sha256")
-    if not built_from:  # written before stores recorded their recipe, by a generator with other random streams
-        raise DatasetCorruptedError(
-            f"{path} was built by an earlier version of offcoord (its manifest records no recipe), whose "
-            f"generator drew other random streams: its episodes differ from the card's; {rebuild_hint(card.id)}"
-        )
-    if built_from != recipe_key(card):
-        raise DatasetCorruptedError(
-            f"{path} was built from a different version of the card {card.path}; {rebuild_hint(card.id)}"
-        )
-    verify_store(path, card.id, manifest, full=full_check)
-    return dataset_id, card, path, manifest
+    return dataset_id, card, path, checked_manifest(card, path, full=full_check)
 
 
 def load_dataset(
@@ -79,7 +72,7 @@ def load_dataset(
     or corrupted cache file raises :class:`offcoord.errors.DatasetCorruptedError` naming the file
     and the command that rebuilds it.
     """
-    dataset_id, card, path, manifest = _open(dataset_id, root, False, auto_build, progress, size)
+    dataset_id, card, path, manifest = _open(dataset_id, root, False, auto_build, progress, size, view=True)
     return open_dataset(path, card, dataset_id, manifest)
 
 
@@ -89,7 +82,8 @@ def open_dataset(path: Path, card: Card, dataset_id: str, manifest: dict | None 
 
     manifest = manifest or read_manifest(path, card.id)
     env_id = card.datasets[dataset_id]
-    env = make(env_id)
+    env = make(env_id)  # only for its layout, view and termination rule, which outlive it
+    env.close()
     columns = open_columns(path, card.id, manifest)
     return Dataset(dataset_id, env_id, card, columns, env.layout, env.view, manifest, path, env.termination_rule)
 

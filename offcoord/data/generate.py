@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from offcoord import __version__
 from offcoord.fileio import cache_dir, file_lock
 from offcoord.data.cards import Card, recipe_key
-from offcoord.data.store import MANIFEST, StoreWriter, remove_stale_temporaries
-from offcoord.errors import CardError, DatasetVerificationError
+from offcoord.data.store import MANIFEST, StoreWriter, read_manifest, rebuild_hint, remove_stale_temporaries, verify_store
+from offcoord.errors import CardError, DatasetCorruptedError, DatasetVerificationError
 
 
 def store_path(card: Card, root: Path | None = None) -> Path:
@@ -64,6 +64,25 @@ def generate(
         if card.union:
             return _generate_union(card, root, target, progress, workers)
         return _generate_segments(card, target, progress, _pick_workers(card, workers))
+
+
+def checked_manifest(card: Card, path: Path, full: bool = False) -> dict[str, Any]:
+    """The manifest of the store at ``path`` once it is known to hold ``card``'s data as the card is
+    now, whole (sizes always, checksums when ``full`` or a file changed); otherwise
+    :class:`DatasetCorruptedError` naming the store and the command that rebuilds it."""
+    manifest = read_manifest(path, card.id)
+    built_from = manifest.get("recipe_sha256")
+    if not built_from:  # written before stores recorded their recipe, by a generator with other random streams
+        raise DatasetCorruptedError(
+            f"{path} was built by an earlier version of offcoord (its manifest records no recipe), whose "
+            f"generator drew other random streams: its episodes differ from the card's; {rebuild_hint(card.id)}"
+        )
+    if built_from != recipe_key(card):
+        raise DatasetCorruptedError(
+            f"{path} was built from a different version of the card {card.path}; {rebuild_hint(card.id)}"
+        )
+    verify_store(path, card.id, manifest, full=full)
+    return manifest
 
 
 REFERENCE_BLAS_CORE = "Haswell"  # the OpenBLAS kernels the published datasets were generated with
@@ -352,7 +371,7 @@ _RUNNERS: dict[tuple[str, int], "_BlockRunner"] = {}
 def _run_block(task) -> dict[str, Any]:
     """Generate episodes ``first .. first + count - 1`` of one segment (in a worker or in-process)."""
     card, segment, first, count = task
-    key = (card.sha256, segment)
+    key = (recipe_key(card), segment)  # the recipe covers the behavior's weights too, the card's bytes do not
     if key not in _RUNNERS:
         _RUNNERS.clear()
         _RUNNERS[key] = _BlockRunner(card, segment)
@@ -441,7 +460,7 @@ def _split_episodes(block: dict[str, Any]):
 def _generate_union(card: Card, root: Path, target: Path, progress: bool | None, workers: int | None) -> Path:
     """Concatenate the stored copies of the member cards (each built first if missing)."""
     from offcoord.data.cards import load_cards, split_evenly
-    from offcoord.data.store import open_columns, read_manifest
+    from offcoord.data.store import open_columns
     from offcoord.registry import make
 
     cards = load_cards()
@@ -459,7 +478,10 @@ def _generate_union(card: Card, root: Path, target: Path, progress: bool | None,
     sources, cores = [], set()
     for m in members:
         path = generate(m, root=root, progress=progress, workers=workers)
-        manifest = read_manifest(path, m.id)
+        try:  # a cached member may predate its card's last change; the union's recipe assumes the card as it is now
+            manifest = checked_manifest(m, path, full=True)
+        except DatasetCorruptedError as e:
+            raise DatasetCorruptedError(f"{card.id} is made from {m.id}, and {e}; then rerun this command") from e
         sources.append(open_columns(path, m.id, manifest))
         cores.add(manifest.get("blas_core") or "unknown")  # members built before manifests recorded it: unknown
     common = set.intersection(*(set(src) for src in sources))

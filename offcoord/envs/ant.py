@@ -111,10 +111,6 @@ def unhealthy(states: np.ndarray) -> np.ndarray:
     return ~np.isfinite(states).all(-1) | (z < HEALTHY_Z_RANGE[0]) | (z > HEALTHY_Z_RANGE[1])
 
 
-_ACTION_SPACES = {a: box(2, -1.0, 1.0) for a in AGENTS}
-_STATE_SPACE = box(STATE_DIM)
-
-
 class Ant4x2Env(OffcoordParallelEnv):
     """Four agents, one leg of the MuJoCo Ant each; the team is rewarded for running forward.
 
@@ -123,7 +119,8 @@ class Ant4x2Env(OffcoordParallelEnv):
     ## Agents and actions
     ``agent_0`` .. ``agent_3``; agent ``i`` controls leg ``i + 1`` with ``Box(-1, 1, (2,), float32)``:
     ``[hip_{i+1} torque, ankle_{i+1} torque]`` (MaMuJoCo's "Ant 4x2" partition). Legs 1-4 are
-    front left, front right, back left, back right. The joint action is the 8-value action of
+    numbered as in Ant-v5's XML; facing +x (the rewarded direction) they stand front left, back
+    left, back right, front right. The joint action is the 8-value action of
     Gymnasium's Ant-v5 in its actuator order (hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2,
     hip_3, ankle_3); ``layout.action_columns`` maps agents to it.
 
@@ -170,8 +167,9 @@ class Ant4x2Env(OffcoordParallelEnv):
         self.view = VIEWS[observability]
         super().__init__(render_mode=render_mode)
         self.observability = observability
-        self.action_spaces = _ACTION_SPACES
-        self.state_space = _STATE_SPACE
+        # Built per instance: a Box carries its own sampling RNG, which instances must not share.
+        self.action_spaces = {a: box(2, -1.0, 1.0) for a in AGENTS}
+        self.state_space = box(STATE_DIM)
         camera = {"default_camera_config": dict(CAMERA)} if render_mode else {}  # rendering only
         self._gym_env = gymnasium.make(GYM_ID, render_mode=render_mode, **GYM_KWARGS, **camera)
         # stepped without Gymnasium's wrappers (their checks cost about 5% here); the time limit is counted below

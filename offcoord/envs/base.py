@@ -13,6 +13,7 @@ an environment and a dataset built with the same view can never disagree about w
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -51,6 +52,7 @@ class JointLayout:
             raise ValueError("a discrete agent controls exactly one column")
         order = np.array([c for a in self.agents for c in self.action_columns[a]])  # agent-major -> joint column
         object.__setattr__(self, "_inverse_order", np.argsort(order))
+        object.__setattr__(self, "_step_shapes", tuple((len(self.action_columns[a]),) for a in self.agents))
 
     def split(self, joint_actions: np.ndarray) -> dict[AgentID, np.ndarray]:
         """Joint actions ``(..., joint_action_dim)`` -> per-agent actions (a fancy-indexed copy)."""
@@ -61,8 +63,9 @@ class JointLayout:
 
     def join(self, actions: Mapping[AgentID, np.ndarray], dtype=None) -> np.ndarray:
         """Per-agent actions (each with the same leading batch shape) -> joint action array."""
-        if not self.discrete and dtype is None and np.ndim(actions[self.agents[0]]) == 1:
-            # one step's actions (the hot path of env.step): one concatenate, one permutation
+        if not self.discrete and dtype is None and all(
+            np.shape(actions[a]) == shape for a, shape in zip(self.agents, self._step_shapes)
+        ):  # one step's actions (the hot path of env.step): one concatenate, one permutation
             return np.concatenate([actions[a] for a in self.agents], dtype=np.float32)[self._inverse_order]
         first = np.asarray(actions[self.agents[0]])
         batch = first.shape if self.discrete else first.shape[:-1]
@@ -82,7 +85,7 @@ class ObservationView:
         name: the setting's name (``"fo"``, ``"po"``, ``"independent"``, ...).
         observe: ``states (N, state_dim) -> {agent: observations (N, obs_dim_agent)}``; pure,
             vectorized, float32. The environment calls it with ``N = 1``.
-        observation_spaces: the per-agent ``Box`` spaces (built once, shared by env instances).
+        observation_spaces: the per-agent ``Box`` spaces (built once; each env instance copies them).
         description: per agent, the names of the observation entries (used in docs and tests).
         columns: per agent, the state columns it sees, when the view is a column selection
             (every view of the built-in tasks is; see :meth:`of_columns`). Lets the environment
@@ -179,7 +182,8 @@ class OffcoordParallelEnv(ParallelEnv):
         self.render_mode = render_mode
         self.possible_agents = list(self.layout.agents)
         self.agents: list[AgentID] = []
-        self.observation_spaces = dict(self.view.observation_spaces)
+        # copies: a space carries its own sampling RNG, which instances must not share
+        self.observation_spaces = {a: copy.deepcopy(s) for a, s in self.view.observation_spaces.items()}
         self._episode_over = True
         self.last_joint_action: np.ndarray | None = None  # set by step(): the joint action sent to the simulator
 

@@ -69,7 +69,6 @@ LEADER_ONLY_VIEW = _column_view(
     {"agent_0": (COS0, COS1, SIN0, SIN1, TX, TY, VEL0, VEL1), "agent_1": (COS0, COS1, SIN0, SIN1, VEL0, VEL1)},
 )
 VIEWS = {v.name: v for v in (FO_VIEW, INDEPENDENT_VIEW, LEADER_ONLY_VIEW)}
-STATE_SPACE = box(STATE_DIM)
 
 
 class Reacher2Env(OffcoordParallelEnv):
@@ -155,7 +154,7 @@ class Reacher2Env(OffcoordParallelEnv):
         self.observability = observability
         # Built per instance: a Box carries its own sampling RNG, which instances must not share.
         self.action_spaces = {a: box(1, -1.0, 1.0) for a in AGENTS}
-        self.state_space = STATE_SPACE
+        self.state_space = box(STATE_DIM)
         # The registered Reacher-v5 without its wrappers: the same simulator, reset and reward;
         # this class counts the 50 steps itself.
         self._sim = gymnasium.make("Reacher-v5", render_mode=render_mode).unwrapped

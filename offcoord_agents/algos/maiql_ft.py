@@ -199,12 +199,16 @@ class MAIQLFT(MAIQL):
         )
 
     def mix(self, real: TorchBatch) -> tuple[TorchBatch, int]:
-        """The fine-tuning batch: the first ``real_count(...)`` rows of the dataset batch, then synthetic rows."""
+        """The fine-tuning batch: ``real_count(...)`` rows of the dataset batch drawn at random, then synthetic rows."""
         size = real.rewards.shape[0]
         n_real = real_count(size, len(self.dataset), len(self.buffer))
         if n_real == size:
             return real, n_real
-        head = TorchBatch(**{k: (v[:, :n_real] if k in ("obs", "next_obs", "actions") else v[:n_real])
+        # Not the first rows: offcoord's Dataset.sample returns its rows sorted by index, and a
+        # store's order is not random (ant-full-replay's segments follow training), so a head would
+        # see only the data's start.
+        keep = torch.randperm(size, generator=self.generator)[:n_real].to(real.rewards.device)
+        head = TorchBatch(**{k: (v[:, keep] if k in ("obs", "next_obs", "actions") else v[keep])
                              for k, v in vars(real).items()})
         return _cat(head, self.sample_synthetic(size - n_real)), n_real
 
