@@ -329,8 +329,7 @@ def run_training(
         if not resume:
             ckpt_path.unlink(missing_ok=True)  # a later resume must not pick up the run this one replaces
         if resume and ckpt_path.exists():
-            ckpt = safe_torch_load(ckpt_path, "checkpoint", f"delete it to restart the run from scratch (rm {ckpt_path}), "
-                                                            "then rerun the same command")
+            ckpt = load_checkpoint(ckpt_path)
             # The data is compared on its own: a checkpoint written before runs recorded
             # ``data_sha256`` has only the card to go by, and a data change gets its own message.
             saved = {k: v for k, v in ckpt["meta"].items() if k != "data_sha256"}
@@ -411,6 +410,12 @@ def run_training(
         write_results(out_dir, results)
     policy.meta["evals"] = evals
     return policy
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A run's ``checkpoint.pt``; damage raises an error naming it and the fix (restart the run)."""
+    return safe_torch_load(path, "checkpoint", f"delete it to restart the run from scratch (rm {path}), "
+                                               "then rerun the same command")
 
 
 def write_results(out_dir: Path, results: dict) -> None:

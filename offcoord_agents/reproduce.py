@@ -247,10 +247,9 @@ def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
 
 
 def _checkpoint_meta(path: Path) -> dict:
-    from offcoord_agents.policy import safe_torch_load
+    from offcoord_agents.core import load_checkpoint
 
-    return safe_torch_load(path, "checkpoint", f"delete it to restart the run from scratch (rm {path}), "
-                                               "then rerun the same command")["meta"]
+    return load_checkpoint(path)["meta"]
 
 
 def _read_results(directory: Path) -> dict:
