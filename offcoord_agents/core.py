@@ -284,11 +284,37 @@ def config_differences(saved: dict, config: dict, defaults: dict) -> list[str]:
     return gone + [k for k, v in config.items() if saved.get(k, defaults.get(k)) != v]
 
 
-def same_run(saved: dict, current: dict, defaults: dict) -> bool:
-    """Whether a checkpoint's run description matches this run's (see :func:`config_differences`)."""
-    if {k: v for k, v in saved.items() if k != "config"} != {k: v for k, v in current.items() if k != "config"}:
-        return False
-    return not config_differences(saved["config"], current["config"], defaults)
+# A run's identity: a record that differs here is another run altogether, whatever its config or data.
+RUN_IDENTITY = ("algorithm", "dataset", "env", "seed", "centralized")
+OTHER_DATA = ("other data: {dataset}'s stored copy has changed since (regenerated from retrained behaviors, "
+              "or rebuilt with another MuJoCo version: docs/datasets.md, 'Across machines')")
+
+
+def run_difference(recorded: dict, wanted: dict, defaults: dict) -> str | None:
+    """How a recorded run (a checkpoint's metadata, or a finished run's ``results.json``) differs from
+    the run ``wanted`` describes, as the end of a sentence "... a run on <difference>"; ``None`` when
+    it is the same run. The one definition of "the same run", for resuming and for skipping.
+
+    Compared in this order, and named by the first that differs (so another seed is not blamed on
+    the data): the identity fields of :data:`RUN_IDENTITY` that ``wanted`` gives; the config
+    (:func:`config_differences`, ``defaults`` standing in for fields the record lacks); then the data:
+    its digest when both sides have one, otherwise the card's sha256 (a record from before runs kept
+    a digest). Leave ``data_sha256``/``card_sha256`` out of ``wanted`` when the store is not at hand."""
+    def plain(value):  # a checkpoint holds tuples where a results.json holds lists
+        return json.loads(json.dumps(value))
+
+    identity = [k for k in RUN_IDENTITY if k in wanted and recorded.get(k) != wanted[k]]
+    if identity:
+        return "another " + " and ".join(f"{k} ({recorded.get(k)!r}, not {wanted[k]!r})" for k in identity)
+    changed = config_differences(plain(recorded["config"]), plain(wanted["config"]), plain(defaults))
+    if changed:
+        return f"another configuration ({', '.join(changed)} {'differ' if len(changed) > 1 else 'differs'})"
+    if "data_sha256" in recorded and wanted.get("data_sha256") is not None:
+        if recorded["data_sha256"] != wanted["data_sha256"]:
+            return OTHER_DATA.format(dataset=recorded["dataset"])
+    elif wanted.get("card_sha256") is not None and recorded.get("card_sha256", wanted["card_sha256"]) != wanted["card_sha256"]:
+        return f"another version of {recorded['dataset']}'s card"
+    return None
 
 
 def run_training(
@@ -330,17 +356,10 @@ def run_training(
             ckpt_path.unlink(missing_ok=True)  # a later resume must not pick up the run this one replaces
         if resume and ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path)
-            # The data is compared on its own: a checkpoint written before runs recorded
-            # ``data_sha256`` has only the card to go by, and a data change gets its own message.
-            saved = {k: v for k, v in ckpt["meta"].items() if k != "data_sha256"}
-            if not same_run(saved, {k: v for k, v in run_meta.items() if k != "data_sha256"}, asdict(algo_cls.Config())):
-                raise ValueError(f"{out_dir} holds a different run ({ckpt['meta']['algorithm']} on {ckpt['meta']['dataset']}, "
-                                 f"seed {ckpt['meta']['seed']}, or another config); choose another --out or pass --no-resume")
-            if ckpt["meta"].get("data_sha256", run_meta["data_sha256"]) != run_meta["data_sha256"]:
-                raise ValueError(f"{out_dir} holds a run on other data: {dataset_id}'s stored copy has changed since "
-                                 f"(regenerated from retrained behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, "
-                                 f"'Across machines'); pass --no-resume to start over "
-                                 f"on the current data, or choose another --out")
+            difference = run_difference(ckpt["meta"], run_meta, asdict(algo_cls.Config()))
+            if difference:
+                raise ValueError(f"{out_dir} holds a run on {difference}; pass --no-resume to start over here, "
+                                 f"or choose another --out")
     algo.setup(ds, out_dir)  # after the checks above: a model-based algorithm's setup fits its world model
     sampler = BatchSampler(ds, spec, cfg.batch_size, seed, dev)
     start, evals = 0, []

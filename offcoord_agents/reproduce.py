@@ -180,47 +180,34 @@ def execute(run: Run, out: Path) -> dict:
 class _Staleness:
     """Whether a run's record (its ``results.json``, or its checkpoint's metadata) is the run the table
     asks for now: the tier's configuration on the algorithm's current defaults, and the data its
-    dataset's store holds now. (A store that is not in this machine's cache is not compared: the
-    run's workers build or find it.) Stores are opened once."""
+    dataset's store holds now (:func:`offcoord_agents.core.run_difference`). A store that is not in this
+    machine's cache is not compared: the run's workers build or find it. Stores are opened once."""
 
     def __init__(self):
-        self.stores: dict[tuple, tuple[str, str] | None] = {}  # (dataset, size) -> (data digest, card sha256)
+        self.stores: dict[tuple, dict] = {}  # (dataset, size) -> its data digest and card sha256, or {}
 
     def __call__(self, run: Run, record: dict) -> str | None:
         """What differs, as the end of a sentence about the run; ``None`` when nothing does."""
         import offcoord
 
-        from offcoord_agents.core import config_differences, make_config
+        from offcoord_agents.core import make_config, run_difference
         from offcoord_agents.registry import algorithm_class
 
-        def as_recorded(config) -> dict:  # as results.json holds it: tuples become lists
-            return json.loads(json.dumps(asdict(config)))
-
         algo_cls = algorithm_class(run.algorithm)
-        wanted = as_recorded(make_config(algo_cls, run.config))
-        recorded = json.loads(json.dumps(record["config"]))  # a checkpoint's metadata still holds tuples
-        changed = config_differences(recorded, wanted, as_recorded(algo_cls.Config()))
-        if changed:
-            return (f"another configuration ({', '.join(changed)} differ: the tier's budget or {run.algorithm}'s "
-                    f"defaults changed since)")
-        key = (record["dataset"], record["config"].get("dataset_size"))
+        config = make_config(algo_cls, run.config)
+        key = (run.dataset, config.dataset_size)
         if key not in self.stores:
             try:
                 ds = offcoord.load_dataset(key[0], size=key[1], auto_build=False)
-                self.stores[key] = (ds.digest(), ds.card.sha256)
+                self.stores[key] = {"data_sha256": ds.digest(), "card_sha256": ds.card.sha256}
             except FileNotFoundError:
-                self.stores[key] = None
-        if self.stores[key] is None:
-            return None
-        digest, card_sha256 = self.stores[key]
-        if "data_sha256" not in record:  # written before runs recorded their data: only the card can be compared
-            if record.get("card_sha256", card_sha256) != card_sha256:
-                return f"another version of {record['dataset']}'s card"
-            return None
-        if digest != record["data_sha256"]:
-            return (f"other data: {record['dataset']}'s stored copy has changed since (regenerated from retrained "
-                    f"behaviors, or rebuilt with another MuJoCo version: docs/datasets.md, 'Across machines')")
-        return None
+                self.stores[key] = {}
+        wanted = {"algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed, "config": asdict(config),
+                  **self.stores[key]}
+        difference = run_difference(record, wanted, asdict(algo_cls.Config()))
+        if difference and difference.startswith("another configuration"):
+            return f"{difference}, as the tier's budget or {run.algorithm}'s defaults changed since"
+        return difference
 
 
 def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:
@@ -436,7 +423,14 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
     A run in ``out`` that is not the one the table asks for now (another tier's, or on other data)
     is left out and named below the table."""
     algos = TABLES[table]["algorithms"]
-    stale, left_out = _Staleness(), []
+    stale, left_out, records = _Staleness(), [], []  # records: (run, its results.json) for each counted run, read once
+    for r in runs:
+        if (r.directory(out) / "results.json").exists():
+            record = _read_results(r.directory(out))
+            if stale(r, record):
+                left_out.append(str(r.directory(out)))
+            else:
+                records.append((r, record))
     lines = [f"# {table} table ({tier} tier)", "",
              "Normalized score of each run's last evaluation, mean ± std over seeds; the paper's number in brackets.", "",
              "| dataset | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
@@ -444,17 +438,9 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
     for dataset in TABLES[table]["datasets"]:
         cells, agree = [], []
         for algo in algos:
-            scores, agreements = [], []
-            for r in runs:
-                if r.algorithm == algo and r.dataset == dataset and (r.directory(out) / "results.json").exists():
-                    record = _read_results(r.directory(out))
-                    if stale(r, record):
-                        left_out.append(str(r.directory(out)))
-                        continue
-                    final = record["final"]
-                    scores.append(final.get("normalized_score", np.nan))
-                    if "strategy_agreement" in final:
-                        agreements.append(final["strategy_agreement"])
+            finals = [record["final"] for r, record in records if r.algorithm == algo and r.dataset == dataset]
+            scores = [final.get("normalized_score", np.nan) for final in finals]
+            agreements = [final["strategy_agreement"] for final in finals if "strategy_agreement" in final]
             paper = PAPER.get(table, {}).get(dataset, {}).get(algo)
             paper_txt = f" [{paper[0]:.2f} ± {paper[1]:.2f}]" if paper else " [–]"
             planned = sum(r.algorithm == algo and r.dataset == dataset for r in runs)
@@ -472,11 +458,14 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
     from offcoord.fileio import atomic_write_bytes
 
     atomic_write_bytes(Path(out) / table / "summary.md", text.encode())  # a killed run never leaves half a table
-    _plot_curves(table, [r for r in runs if str(r.directory(out)) not in left_out], out)
+    _plot_curves(table, records, out)
     return text
 
 
-def _plot_curves(table: str, runs: list[Run], out: Path) -> None:
+def _plot_curves(table: str, records: list[tuple[Run, dict]], out: Path) -> None:
+    """Each cell's mean learning curve over its seeds, from the finished runs' ``records``."""
+    if not records:
+        return  # nothing finished yet: no figure
     try:
         import matplotlib
 
@@ -485,19 +474,13 @@ def _plot_curves(table: str, runs: list[Run], out: Path) -> None:
     except ImportError:
         return
     datasets = TABLES[table]["datasets"]
-    if not any((r.directory(out) / "results.json").exists() for r in runs):
-        return  # nothing finished yet: no figure
     ncols = min(4, len(datasets))
     nrows = -(-len(datasets) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.5 * nrows), squeeze=False)
     for ax, dataset in zip(axes.flat, datasets):
         for algo in TABLES[table]["algorithms"]:
-            curves = []
-            for r in runs:
-                path = r.directory(out) / "results.json"
-                if r.algorithm == algo and r.dataset == dataset and path.exists():
-                    evals = _read_results(r.directory(out))["evals"]
-                    curves.append(([e["step"] for e in evals], [e.get("normalized_score", np.nan) for e in evals]))
+            curves = [([e["step"] for e in record["evals"]], [e.get("normalized_score", np.nan) for e in record["evals"]])
+                      for r, record in records if r.algorithm == algo and r.dataset == dataset]
             if curves:
                 steps = curves[0][0]
                 values = np.array([c[1] for c in curves if len(c[1]) == len(steps)])

@@ -216,7 +216,7 @@ def test_a_long_run_also_checkpoints_by_the_clock_without_changing_its_numbers(t
 def test_resume_refuses_a_different_run(tiny_datasets, tmp_path):
     ds = tiny_datasets["coordination-game"]
     offcoord_agents.train("ibc", ds, steps=10, config=SMALL, out=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(ValueError, match=r"holds a run on another seed \(0, not 1\).*--no-resume"):
         offcoord_agents.train("ibc", ds, seed=1, steps=10, config=SMALL, out=tmp_path, progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="checkpoint.*corrupted"):
@@ -260,7 +260,7 @@ def test_resume_refuses_a_run_whose_data_was_rebuilt(tiny_datasets, tmp_path):
     offcoord_agents.train("ibc", dataset_copy(ds), steps=10, config=config, out=tmp_path, progress=False)  # the same data resumes
     with pytest.raises(ValueError, match="other data.*--no-resume"):
         offcoord_agents.train("ibc", _rebuilt(ds), steps=10, config=config, out=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="different run"):  # another seed as well: not blamed on the data
+    with pytest.raises(ValueError, match=r"another seed \(0, not 3\)"):  # another seed as well: not blamed on the data
         offcoord_agents.train("ibc", _rebuilt(ds), seed=3, steps=10, config=config, out=tmp_path, progress=False)
     del ckpt["meta"]["data_sha256"]  # written by an earlier version
     ckpt["evals"] = [{**e, "mark": 1} for e in ckpt["evals"]]
@@ -272,15 +272,38 @@ def test_resume_refuses_a_run_whose_data_was_rebuilt(tiny_datasets, tmp_path):
 def test_a_config_field_added_later_keeps_running_runs_resumable():
     """A checkpoint written before an option existed still matches a run that leaves the option at
     its default (the earlier behavior), and no longer matches one that sets it."""
-    from offcoord_agents.core import same_run
+    from offcoord_agents.core import run_difference
 
     defaults = {"steps": 100, "memory": 0}
     saved = {"algorithm": "momappo", "seed": 1, "config": {"steps": 100}}
-    assert same_run(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}}, defaults)
-    assert not same_run(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 4}}, defaults)
-    assert not same_run(saved, {"algorithm": "momappo", "seed": 2, "config": {"steps": 100, "memory": 0}}, defaults)
-    assert not same_run({**saved, "config": {"steps": 100, "gone": 1}},  # a field this version no longer has
-                        {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}}, defaults)
+    assert run_difference(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}}, defaults) is None
+    assert run_difference(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 4}},
+                          defaults) == "another configuration (memory differs)"
+    assert run_difference(saved, {"algorithm": "momappo", "seed": 2, "config": {"steps": 100, "memory": 4}},
+                          defaults) == "another seed (1, not 2)"  # the identity is named first
+    assert run_difference({**saved, "config": {"steps": 100, "gone": 1}},  # a field this version no longer has
+                          {"algorithm": "momappo", "seed": 1, "config": {"steps": 100, "memory": 0}},
+                          defaults) == "another configuration (gone differs)"
+    assert run_difference(saved, {"algorithm": "momappo", "seed": 1, "config": {"steps": (100,)}},
+                          {"steps": (100,)}) == "another configuration (steps differs)"
+
+
+def test_the_same_run_is_decided_by_the_data_digest_or_else_the_card():
+    """Data digests decide when both sides have one; a record without one (an earlier version's) is
+    compared on its card; a store that is not at hand is not compared."""
+    from offcoord_agents.core import run_difference
+
+    wanted = {"algorithm": "ibc", "dataset": "d", "seed": 0, "config": {"hidden": (8, 8)},
+              "data_sha256": "a", "card_sha256": "c"}
+    recorded = {**wanted, "config": {"hidden": [8, 8]}}  # as results.json holds it
+    assert run_difference(recorded, wanted, {}) is None
+    assert run_difference({**recorded, "card_sha256": "c2"}, wanted, {}) is None  # same data: a card's comments changed
+    assert run_difference({**recorded, "data_sha256": "b"}, wanted, {}).startswith("other data: d's stored copy")
+    earlier = {k: v for k, v in recorded.items() if k != "data_sha256"}
+    assert run_difference(earlier, wanted, {}) is None
+    assert run_difference({**earlier, "card_sha256": "c2"}, wanted, {}) == "another version of d's card"
+    not_at_hand = {k: v for k, v in wanted.items() if k not in ("data_sha256", "card_sha256")}
+    assert run_difference({**recorded, "data_sha256": "b", "card_sha256": "c2"}, not_at_hand, {}) is None
 
 
 def test_cli_train_and_evaluate(tiny_datasets, tmp_path, cache, capsys):
