@@ -100,7 +100,11 @@ class ViewTeam:
         self.team, self.view_env_id, self.view = dict(team), env_id, None
 
     def bind(self, env) -> None:
-        self.env, self.view = env, make(self.view_env_id)
+        probe = make(self.view_env_id)  # for its view (how each agent observes a state), not to step
+        try:
+            self.env, self.view = env, probe.view
+        finally:
+            probe.close()
 
     def reset(self) -> None:
         for p in self.team.values():
@@ -108,7 +112,7 @@ class ViewTeam:
                 p.reset()
 
     def __call__(self, observations: Mapping[str, Any]) -> dict:
-        seen = self.view.observe_state(self.env.state())
+        seen = self.view.observe_one(self.env.state())
         return {agent: policy(seen[agent]) for agent, policy in self.team.items()}
 
 

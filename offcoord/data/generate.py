@@ -198,11 +198,23 @@ def _joint_action_count(env) -> int | None:
     return int(np.prod([env.action_space(a).n for a in layout.agents])) if layout.discrete else None
 
 
-def _generate_segments(card: Card, target: Path, progress: bool | None, workers: int) -> Path:
-    """Run each segment's behavior for its share of transitions, episodes in parallel, in order."""
-    from offcoord.registry import make, make_behavior  # registry imports cards; avoid a cycle
+def _layout(card: Card, extra_columns: dict[str, Any]) -> tuple[dict, int, int | None]:
+    """What a store of ``card`` needs from its environment's spaces: the column table, the episode
+    horizon and the joint-action count. The environment is made for this only, and closed."""
+    from offcoord.registry import make  # registry imports cards; avoid a cycle
 
     env = make(card.env)
+    try:
+        return (_column_table(env, card.transitions, extra_columns), int(getattr(env, "max_episode_steps", 1000)),
+                _joint_action_count(env))
+    finally:
+        env.close()
+
+
+def _generate_segments(card: Card, target: Path, progress: bool | None, workers: int) -> Path:
+    """Run each segment's behavior for its share of transitions, episodes in parallel, in order."""
+    from offcoord.registry import make_behavior  # registry imports cards; avoid a cycle
+
     behaviors = [make_behavior(seg.behavior, seg.behavior_kwargs) for seg in card.segments]
     extra_columns: dict[str, Any] = {}
     for behavior in behaviors:  # behaviors may record per-transition facts (name -> dtype)
@@ -213,8 +225,7 @@ def _generate_segments(card: Card, target: Path, progress: bool | None, workers:
     here = blas_core()
     in_process = workers == 1 and (not worker_env or here == REFERENCE_BLAS_CORE)
     blas_core_used = here if in_process else worker_env.get("OPENBLAS_CORETYPE", here)
-    columns = _column_table(env, card.transitions, extra_columns)
-    horizon = int(getattr(env, "max_episode_steps", 1000))
+    columns, horizon, joint_action_count = _layout(card, extra_columns)
     with StoreWriter(target, columns) as writer, tqdm(
         total=card.transitions, desc=f"generating {card.id}", unit="transition", disable=_no_bar(progress),
         mininterval=0.5, smoothing=0.05,
@@ -249,7 +260,7 @@ def _generate_segments(card: Card, target: Path, progress: bool | None, workers:
                 if t == end:
                     break
         writer.truncate("episode_starts", episodes)
-        stats = dataset_statistics(cols, _joint_action_count(env))
+        stats = dataset_statistics(cols, joint_action_count)
         return writer.commit(_manifest(card, stats, blas_core_used))
 
 
@@ -461,7 +472,6 @@ def _generate_union(card: Card, root: Path, target: Path, progress: bool | None,
     """Concatenate the stored copies of the member cards (each built first if missing)."""
     from offcoord.data.cards import load_cards, split_evenly
     from offcoord.data.store import open_columns
-    from offcoord.registry import make
 
     cards = load_cards()
     unknown = [u for u in card.union if u not in cards]
@@ -487,8 +497,7 @@ def _generate_union(card: Card, root: Path, target: Path, progress: bool | None,
     common = set.intersection(*(set(src) for src in sources))
     extra_columns = {k[len("extra_"):]: sources[0][k].dtype for k in sorted(common) if k.startswith("extra_")}
     extra_columns["source"] = np.int8  # index of the member in generation.union
-    env = make(card.env)
-    columns = _column_table(env, card.transitions, extra_columns)
+    columns, _, joint_action_count = _layout(card, extra_columns)
     columns["episode_starts"] = ((sum(len(src["episode_starts"]) for src in sources),), np.int64)
     with StoreWriter(target, columns) as writer:
         cols = writer.arrays
@@ -503,7 +512,7 @@ def _generate_union(card: Card, root: Path, target: Path, progress: bool | None,
                 else:
                     cols[name][t : t + n] = src[name]
             t, e = t + n, e + ne
-        stats = dataset_statistics(cols, _joint_action_count(env))
+        stats = dataset_statistics(cols, joint_action_count)
         return writer.commit(_manifest(card, stats, ", ".join(sorted(cores))))
 
 
