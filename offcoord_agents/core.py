@@ -290,6 +290,15 @@ OTHER_DATA = ("other data: {dataset}'s stored copy has changed since (regenerate
               "or rebuilt with another MuJoCo version: docs/datasets.md, 'Across machines')")
 
 
+def reference_scores_of(id: str) -> list[float] | None:
+    """The ``[min, max]`` returns a run's normalized scores divide by (:func:`offcoord.evaluate` on the
+    environment ``id``, or a dataset ``id``'s card), or ``None`` where there is no normalized score."""
+    try:
+        return [float(x) for x in offcoord.reference_scores(id)]
+    except ValueError:
+        return None
+
+
 def run_difference(recorded: dict, wanted: dict, defaults: dict) -> str | None:
     """How a recorded run (a checkpoint's metadata, or a finished run's ``results.json``) differs from
     the run ``wanted`` describes, as the end of a sentence "... a run on <difference>"; ``None`` when
@@ -297,9 +306,11 @@ def run_difference(recorded: dict, wanted: dict, defaults: dict) -> str | None:
 
     Compared in this order, and named by the first that differs (so another seed is not blamed on
     the data): the identity fields of :data:`RUN_IDENTITY` that ``wanted`` gives; the config
-    (:func:`config_differences`, ``defaults`` standing in for fields the record lacks); then the data:
-    its digest when both sides have one, otherwise the card's sha256 (a record from before runs kept
-    a digest). Leave ``data_sha256``/``card_sha256`` out of ``wanted`` when the store is not at hand."""
+    (:func:`config_differences`, ``defaults`` standing in for fields the record lacks); the reference
+    scores its evaluations were normalized by, when both sides have them (a card can change them and
+    leave its data alone); then the data: its digest when both sides have one, otherwise the card's
+    sha256 (a record from before runs kept a digest). Leave ``data_sha256``/``card_sha256`` out of
+    ``wanted`` when the store is not at hand."""
     def plain(value):  # a checkpoint holds tuples where a results.json holds lists
         return json.loads(json.dumps(value))
 
@@ -309,6 +320,10 @@ def run_difference(recorded: dict, wanted: dict, defaults: dict) -> str | None:
     changed = config_differences(plain(recorded["config"]), plain(wanted["config"]), plain(defaults))
     if changed:
         return f"another configuration ({', '.join(changed)} {'differ' if len(changed) > 1 else 'differs'})"
+    scores = recorded.get("reference_scores"), wanted.get("reference_scores")
+    if None not in scores and plain(scores[0]) != plain(scores[1]):
+        return (f"other reference scores ({plain(scores[0])}, not {plain(scores[1])}): {recorded['dataset']}'s card "
+                f"changed how returns are normalized since")
     if "data_sha256" in recorded and wanted.get("data_sha256") is not None:
         if recorded["data_sha256"] != wanted["data_sha256"]:
             return OTHER_DATA.format(dataset=recorded["dataset"])
@@ -347,7 +362,7 @@ def run_training(
     env_id = ds.env_id
     run_meta = {"algorithm": algo_cls.name, "dataset": dataset_id, "env": env_id, "seed": seed,
                 "config": asdict(cfg), "card_sha256": ds.card.sha256, "data_sha256": ds.digest(),
-                "centralized": algo_cls.centralized}
+                "centralized": algo_cls.centralized, "reference_scores": reference_scores_of(env_id)}
 
     ckpt_path = out_dir / "checkpoint.pt" if out_dir else None
     ckpt = None

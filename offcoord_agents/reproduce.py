@@ -188,26 +188,32 @@ class _Staleness:
 
     def __call__(self, run: Run, record: dict) -> str | None:
         """What differs, as the end of a sentence about the run; ``None`` when nothing does."""
-        import offcoord
-
-        from offcoord_agents.core import make_config, run_difference
+        from offcoord_agents.core import make_config, reference_scores_of, run_difference
         from offcoord_agents.registry import algorithm_class
 
         algo_cls = algorithm_class(run.algorithm)
         config = make_config(algo_cls, run.config)
-        key = (run.dataset, config.dataset_size)
-        if key not in self.stores:
-            try:
-                ds = offcoord.load_dataset(key[0], size=key[1], auto_build=False)
-                self.stores[key] = {"data_sha256": ds.digest(), "card_sha256": ds.card.sha256}
-            except FileNotFoundError:
-                self.stores[key] = {}
         wanted = {"algorithm": run.algorithm, "dataset": run.dataset, "seed": run.seed, "config": asdict(config),
-                  **self.stores[key]}
-        difference = run_difference(record, wanted, asdict(algo_cls.Config()))
+                  "reference_scores": reference_scores_of(run.dataset)}
+        defaults = asdict(algo_cls.Config())
+        difference = run_difference(record, wanted, defaults)  # first without the store: it is opened only if needed
+        if difference is None:
+            difference = run_difference(record, {**wanted, **self._store(run.dataset, config.dataset_size)}, defaults)
         if difference and difference.startswith("another configuration"):
             return f"{difference}, as the tier's budget or {run.algorithm}'s defaults changed since"
         return difference
+
+    def _store(self, dataset: str, size: int | None) -> dict:
+        """The data digest and card sha256 of the cached store, or ``{}`` when it is not cached."""
+        import offcoord
+
+        if (dataset, size) not in self.stores:
+            try:
+                ds = offcoord.load_dataset(dataset, size=size, auto_build=False)
+                self.stores[dataset, size] = {"data_sha256": ds.digest(), "card_sha256": ds.card.sha256}
+            except FileNotFoundError:
+                self.stores[dataset, size] = {}
+        return self.stores[dataset, size]
 
 
 def check_finished_runs(runs: list[Run], out: Path) -> dict[int, dict]:

@@ -118,6 +118,9 @@ def test_saved_policy_reloads_and_evaluates_the_same(tiny_datasets, tmp_path):
     assert results["algorithm"] == "itd3bc" and results["final"]["step"] == 20
     assert results["versions"]["mujoco"] == mujoco.__version__ and results["versions"]["torch"] == torch.__version__
     assert results["card_sha256"] == ds.card.sha256
+    low, high = offcoord.reference_scores("reacher2-leader-only")
+    assert results["reference_scores"] == [low, high]  # what its normalized scores divide by
+    assert results["final"]["normalized_score"] == pytest.approx((results["final"]["mean_return"] - low) / (high - low))
     # a damaged policy file is named in the error, with the fix
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes((tmp_path / "run" / "policy.pt").read_bytes()[:200])
@@ -302,6 +305,10 @@ def test_the_same_run_is_decided_by_the_data_digest_or_else_the_card():
     earlier = {k: v for k, v in recorded.items() if k != "data_sha256"}
     assert run_difference(earlier, wanted, {}) is None
     assert run_difference({**earlier, "card_sha256": "c2"}, wanted, {}) == "another version of d's card"
+    # the same data, normalized otherwise (a card's reference scores edited): its scores are on another scale
+    assert run_difference({**recorded, "reference_scores": [0.0, 2.0]}, {**wanted, "reference_scores": (0.0, 1.0)},
+                          {}) == "other reference scores ([0.0, 2.0], not [0.0, 1.0]): d's card changed how returns are normalized since"
+    assert run_difference(recorded, {**wanted, "reference_scores": [0.0, 1.0]}, {}) is None  # recorded before runs kept them
     not_at_hand = {k: v for k, v in wanted.items() if k not in ("data_sha256", "card_sha256")}
     assert run_difference({**recorded, "data_sha256": "b", "card_sha256": "c2"}, not_at_hand, {}) is None
 

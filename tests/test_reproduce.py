@@ -149,6 +149,9 @@ def test_a_finished_run_on_rebuilt_data_is_not_skipped_silently(cache, tmp_path)
     offcoord_agents.train(run.algorithm, run.dataset, seed=0, config=run.config, out=run.directory(out), progress=False)
     check_finished_runs([run], out)  # the same data: skipped
     done = read_results(run.directory(out))
+    write_results(run.directory(out), {**done, "reference_scores": [-1.0, 1.0]})  # as if the card's normalization changed
+    with pytest.raises(ValueError, match=r"finished on other reference scores \(\[-1.0, 1.0\], not"):
+        check_finished_runs([run], out)
     write_results(run.directory(out), {**done, "data_sha256": "0" * 64})  # as if the store was rebuilt since
     with pytest.raises(ValueError, match=f"finished on other data.*rm -r {run.directory(out)}"):
         run_all([run, Run("coordination", "ibc", "coordination-favorable", 1, run.config)], out)  # before any training
