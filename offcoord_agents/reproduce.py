@@ -7,7 +7,8 @@ paper's published numbers.
 Each run writes ``<out>/<table>/<algorithm>/<dataset>/seed<k>/`` (``results.json``, metrics,
 checkpoints); a finished run is skipped, an interrupted one resumes from its checkpoint. The
 table (mean ± std over seeds of each run's last evaluation) is printed and written as Markdown
-with the paper's number beside each cell, plus learning curves when matplotlib is installed.
+with the paper's number beside each cell, plus learning curves and a summary figure (each cell's
+score beside the paper's) when matplotlib is installed.
 
 Backends give the same results (every run is seeded and trains with one torch thread): ``local``
 is a process pool with one worker per core; ``ray`` submits one Ray task per run, either to an
@@ -424,6 +425,11 @@ def _execute_after_build(run: Run, out: str, _built: str) -> dict:
     return execute(run, Path(out))
 
 
+def _finals(records: list[tuple[Run, dict]], algorithm: str, dataset: str) -> list[dict]:
+    """The ``final`` evaluations of one cell's counted runs."""
+    return [record["final"] for r, record in records if r.algorithm == algorithm and r.dataset == dataset]
+
+
 def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
     """The table in the paper's layout (rows: datasets, columns: algorithms), ours beside the paper's.
     A run in ``out`` that is not the one the table asks for now (another tier's, or on other data)
@@ -444,7 +450,7 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
     for dataset in TABLES[table]["datasets"]:
         cells, agree = [], []
         for algo in algos:
-            finals = [record["final"] for r, record in records if r.algorithm == algo and r.dataset == dataset]
+            finals = _finals(records, algo, dataset)
             scores = [final.get("normalized_score", np.nan) for final in finals]
             agreements = [final["strategy_agreement"] for final in finals if "strategy_agreement" in final]
             paper = PAPER.get(table, {}).get(dataset, {}).get(algo)
@@ -465,25 +471,64 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
 
     atomic_write_bytes(Path(out) / table / "summary.md", text.encode())  # a killed run never leaves half a table
     _plot_curves(table, records, out)
+    _plot_scores(table, records, out)
     return text
 
 
-def _plot_curves(table: str, records: list[tuple[Run, dict]], out: Path) -> None:
-    """Each cell's mean learning curve over its seeds, from the finished runs' ``records``."""
-    if not records:
-        return  # nothing finished yet: no figure
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no screen), or ``None`` when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        return None
+    return plt
+
+
+def _grid(plt, table: str):
+    """A figure with one panel per dataset of ``table`` (four to a row): the figure, its panels paired
+    with their datasets, and its number of rows."""
     datasets = TABLES[table]["datasets"]
     ncols = min(4, len(datasets))
     nrows = -(-len(datasets) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.5 * nrows), squeeze=False)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.set_visible(False)
     for ax, dataset in zip(axes.flat, datasets):
+        ax.set_title(dataset)
+    return fig, list(zip(axes.flat, datasets)), nrows
+
+
+def _save(plt, fig, nrows: int, path: Path) -> None:
+    """One legend for all panels, below them; the PNG written atomically."""
+    import io
+
+    from offcoord.fileio import atomic_write_bytes
+
+    legend = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend), fontsize=8)
+        fig.tight_layout(rect=(0, 0.08 / nrows, 1, 1))
+    else:
+        fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
+    plt.close(fig)
+
+
+def _plot_curves(table: str, records: list[tuple[Run, dict]], out: Path) -> None:
+    """Each cell's mean learning curve over its seeds, from the finished runs' ``records``."""
+    plt = _pyplot()
+    if not records or plt is None:
+        return  # nothing finished yet, or no matplotlib: no figure
+    fig, panels, nrows = _grid(plt, table)
+    for ax, dataset in panels:
         for algo in TABLES[table]["algorithms"]:
             curves = [([e["step"] for e in record["evals"]], [e.get("normalized_score", np.nan) for e in record["evals"]])
                       for r, record in records if r.algorithm == algo and r.dataset == dataset]
@@ -491,26 +536,43 @@ def _plot_curves(table: str, records: list[tuple[Run, dict]], out: Path) -> None
                 steps = curves[0][0]
                 values = np.array([c[1] for c in curves if len(c[1]) == len(steps)])
                 ax.plot(np.asarray(steps) / steps[-1], values.mean(0), label=algo)
-        ax.set_title(dataset)
         ax.set_xlabel("fraction of training")
         ax.set_ylabel("normalized score")
-    for ax in list(axes.flat)[len(datasets):]:
-        ax.set_visible(False)
-    legend = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    handles, labels = list(legend.values()), list(legend)
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-        fig.tight_layout(rect=(0, 0.08 / nrows, 1, 1))
-    else:
-        fig.tight_layout()
-    import io
+    _save(plt, fig, nrows, Path(out) / table / "learning_curves.png")
 
-    from offcoord.fileio import atomic_write_bytes
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic_write_bytes(Path(out) / table / "learning_curves.png", buf.getvalue())
-    plt.close(fig)
+def score_bars(table: str, records: list[tuple[Run, dict]]) -> dict[tuple[str, str], dict]:
+    """The bars of the summary figure, by (dataset, algorithm): ``ours`` (mean and std over the finished
+    seeds' final normalized scores, as the table's cells) and ``paper`` (the paper's mean and std), each
+    ``None`` where there is none."""
+    bars = {}
+    for dataset in TABLES[table]["datasets"]:
+        for algo in TABLES[table]["algorithms"]:
+            scores = [final.get("normalized_score", np.nan) for final in _finals(records, algo, dataset)]
+            paper = PAPER.get(table, {}).get(dataset, {}).get(algo)
+            if scores or paper:
+                bars[dataset, algo] = {"ours": (float(np.mean(scores)), float(np.std(scores))) if scores else None,
+                                       "paper": tuple(paper) if paper else None}
+    return bars
+
+
+def _plot_scores(table: str, records: list[tuple[Run, dict]], out: Path) -> None:
+    """The summary figure: per dataset, each algorithm's score (mean ± std over seeds) beside the paper's."""
+    plt = _pyplot()
+    if not records or plt is None:
+        return
+    bars = score_bars(table, records)
+    algos = TABLES[table]["algorithms"]
+    x = np.arange(len(algos))
+    fig, panels, nrows = _grid(plt, table)
+    for ax, dataset in panels:
+        for offset, source, style in ((-0.2, "ours", {"color": "C0", "label": "ours (mean ± std over seeds)"}),
+                                      (0.2, "paper", {"color": "0.75", "label": "paper"})):
+            cells = [(i, bars[dataset, a][source]) for i, a in enumerate(algos) if bars.get((dataset, a), {}).get(source)]
+            if cells:
+                ax.bar([x[i] + offset for i, _ in cells], [c[0] for _, c in cells], width=0.4,
+                       yerr=[c[1] for _, c in cells], capsize=2, **style)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_xticks(x, algos, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("normalized score")
+    _save(plt, fig, nrows, Path(out) / table / "scores.png")

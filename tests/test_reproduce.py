@@ -96,6 +96,8 @@ def test_smoke_tier_runs_prints_and_skips_finished_runs(cache, tmp_path, capsys,
     assert "| coordination-unfavorable |" in text and "[1.00 ± 0.00]" in text  # the paper's numbers beside ours
     summary = (out / "coordination" / "summary.md").read_text()
     assert "momappo" in summary and "Strategy-agreement" in summary
+    for figure in ("learning_curves.png", "scores.png"):
+        assert (out / "coordination" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
     results = json.loads((out / "coordination" / "momappo" / "coordination-unfavorable" / "seed0" / "results.json").read_text())
     assert results["final"]["step"] == results["config"]["steps"] and "versions" in results
     mtime = (out / "coordination" / "ibc" / "coordination-neutral" / "seed1" / "results.json").stat().st_mtime_ns
@@ -203,3 +205,19 @@ def test_the_summary_and_a_resume_leave_out_runs_made_for_another_configuration(
     with pytest.raises(ValueError, match=f"holds a checkpoint of a run on another configuration.*steps differ.*rm -r {run.directory(out)}"):
         check_finished_runs([asked], out)
     assert check_finished_runs([run], out) == {}  # its own budget: it resumes
+
+
+def test_summary_figure_puts_each_cell_beside_the_paper(tmp_path):
+    """The summary figure's bars are the table's cells (mean and std over the finished seeds' final
+    scores) beside the paper's numbers; a cell with no finished run has only the paper's bar."""
+    from offcoord_agents.reproduce import _plot_scores, score_bars
+
+    runs = [r for r in plan("coordination", "smoke") if (r.dataset, r.algorithm) != ("coordination-unfavorable", "maiql")]
+    records = [(r, {"final": {"normalized_score": float(r.seed)}, "evals": [{"step": 100, "normalized_score": float(r.seed)}]})
+               for r in runs]  # seeds 0 and 1 score 0 and 1: each cell 0.5 ± 0.5
+    bars = score_bars("coordination", records)
+    assert bars["coordination-neutral", "ibc"] == {"ours": (0.5, 0.5), "paper": (0.55, 0.11)}
+    assert bars["coordination-unfavorable", "maiql"] == {"ours": None, "paper": (0.0, 0.0)}
+    assert len(bars) == len(TABLES["coordination"]["datasets"]) * len(TABLES["coordination"]["algorithms"])
+    _plot_scores("coordination", records, tmp_path)
+    assert (tmp_path / "coordination" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
