@@ -425,9 +425,9 @@ def _execute_after_build(run: Run, out: str, _built: str) -> dict:
     return execute(run, Path(out))
 
 
-def _finals(records: list[tuple[Run, dict]], algorithm: str, dataset: str) -> list[dict]:
-    """The ``final`` evaluations of one cell's counted runs."""
-    return [record["final"] for r, record in records if r.algorithm == algorithm and r.dataset == dataset]
+def _cell(records: list[tuple[Run, dict]], algorithm: str, dataset: str) -> list[dict]:
+    """The results of one cell's counted runs."""
+    return [record for r, record in records if r.algorithm == algorithm and r.dataset == dataset]
 
 
 def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
@@ -447,17 +447,17 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
              "Normalized score of each run's last evaluation, mean ± std over seeds; the paper's number in brackets.", "",
              "| dataset | " + " | ".join(algos) + " |", "| --- |" + " --- |" * len(algos)]
     agreement_rows = []
+    bars = score_bars(table, records)
     for dataset in TABLES[table]["datasets"]:
         cells, agree = [], []
         for algo in algos:
-            finals = _finals(records, algo, dataset)
-            scores = [final.get("normalized_score", np.nan) for final in finals]
+            finals = [record["final"] for record in _cell(records, algo, dataset)]
             agreements = [final["strategy_agreement"] for final in finals if "strategy_agreement" in final]
-            paper = PAPER.get(table, {}).get(dataset, {}).get(algo)
+            ours, paper = bars.get((dataset, algo), {}).get("ours"), bars.get((dataset, algo), {}).get("paper")
             paper_txt = f" [{paper[0]:.2f} ± {paper[1]:.2f}]" if paper else " [–]"
             planned = sum(r.algorithm == algo and r.dataset == dataset for r in runs)
-            partial = f" ({len(scores)} of {planned} seeds)" if scores and len(scores) < planned else ""
-            cells.append((f"{np.mean(scores):.2f} ± {np.std(scores):.2f}{partial}" if scores else "–") + paper_txt)
+            partial = f" ({len(finals)} of {planned} seeds)" if finals and len(finals) < planned else ""
+            cells.append((f"{ours[0]:.2f} ± {ours[1]:.2f}{partial}" if ours else "–") + paper_txt)
             agree.append(f"{np.mean(agreements):.2f}" if agreements else "–")
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
         agreement_rows.append(f"| {dataset} | " + " | ".join(agree) + " |")
@@ -471,7 +471,7 @@ def summarize(table: str, runs: list[Run], out: Path, tier: str) -> str:
 
     atomic_write_bytes(Path(out) / table / "summary.md", text.encode())  # a killed run never leaves half a table
     _plot_curves(table, records, out)
-    _plot_scores(table, records, out)
+    _plot_scores(table, bars, out)
     return text
 
 
@@ -531,7 +531,7 @@ def _plot_curves(table: str, records: list[tuple[Run, dict]], out: Path) -> None
     for ax, dataset in panels:
         for algo in TABLES[table]["algorithms"]:
             curves = [([e["step"] for e in record["evals"]], [e.get("normalized_score", np.nan) for e in record["evals"]])
-                      for r, record in records if r.algorithm == algo and r.dataset == dataset]
+                      for record in _cell(records, algo, dataset)]
             if curves:
                 steps = curves[0][0]
                 values = np.array([c[1] for c in curves if len(c[1]) == len(steps)])
@@ -548,7 +548,7 @@ def score_bars(table: str, records: list[tuple[Run, dict]]) -> dict[tuple[str, s
     bars = {}
     for dataset in TABLES[table]["datasets"]:
         for algo in TABLES[table]["algorithms"]:
-            scores = [final.get("normalized_score", np.nan) for final in _finals(records, algo, dataset)]
+            scores = [record["final"].get("normalized_score", np.nan) for record in _cell(records, algo, dataset)]
             paper = PAPER.get(table, {}).get(dataset, {}).get(algo)
             if scores or paper:
                 bars[dataset, algo] = {"ours": (float(np.mean(scores)), float(np.std(scores))) if scores else None,
@@ -556,12 +556,12 @@ def score_bars(table: str, records: list[tuple[Run, dict]]) -> dict[tuple[str, s
     return bars
 
 
-def _plot_scores(table: str, records: list[tuple[Run, dict]], out: Path) -> None:
-    """The summary figure: per dataset, each algorithm's score (mean ± std over seeds) beside the paper's."""
+def _plot_scores(table: str, bars: dict[tuple[str, str], dict], out: Path) -> None:
+    """The summary figure of ``score_bars``: per dataset, each algorithm's score (mean ± std over seeds)
+    beside the paper's."""
     plt = _pyplot()
-    if not records or plt is None:
-        return
-    bars = score_bars(table, records)
+    if plt is None or not any(bar["ours"] for bar in bars.values()):
+        return  # no matplotlib, or nothing finished yet: no figure
     algos = TABLES[table]["algorithms"]
     x = np.arange(len(algos))
     fig, panels, nrows = _grid(plt, table)

@@ -219,5 +219,5 @@ def test_summary_figure_puts_each_cell_beside_the_paper(tmp_path):
     assert bars["coordination-neutral", "ibc"] == {"ours": (0.5, 0.5), "paper": (0.55, 0.11)}
     assert bars["coordination-unfavorable", "maiql"] == {"ours": None, "paper": (0.0, 0.0)}
     assert len(bars) == len(TABLES["coordination"]["datasets"]) * len(TABLES["coordination"]["algorithms"])
-    _plot_scores("coordination", records, tmp_path)
+    _plot_scores("coordination", bars, tmp_path)
     assert (tmp_path / "coordination" / "scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
